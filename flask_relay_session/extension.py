@@ -1,0 +1,206 @@
+"""The Flask extension: reads the configuration and installs the interface."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from dataclasses import dataclass
+
+import flask
+from flask import Flask
+from flask import jsonify
+from flask.globals import request_ctx
+
+from .config import Settings
+from .errors import RelaySessionError
+from .errors import SessionChainError
+from .errors import SessionConfigError
+from .errors import SessionLockError
+from .errors import SessionStoreError
+from .interface import RelaySessionInterface
+from .interface import release_lock
+from .session import Session
+from .stores.base import SessionStore
+from .stores.memory import MemorySessionStore
+from .stores.redis import RedisSessionStore
+
+if t.TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+logger = logging.getLogger("flask_relay_session")
+
+#: A function that answers a :class:`SessionChainError`.
+ChainHandler = t.Callable[[SessionChainError], "ResponseReturnValue"]
+
+_STORE_METHODS = ("load", "touch", "merge", "delete", "lock", "unlock", "is_locked")
+
+
+@dataclass(frozen=True)
+class RelaySessionState:
+    """What the extension keeps for one app, in
+    ``app.extensions["relay_session"]``.
+    """
+
+    #: The extension that configured the app.
+    extension: RelaySession
+    #: The validated settings.
+    settings: Settings
+    #: The store sessions are kept in.
+    store: SessionStore
+    #: The installed session interface.
+    interface: RelaySessionInterface
+
+
+def _error_response(error: RelaySessionError, code: str) -> ResponseReturnValue:
+    return jsonify(error=code, message=str(error)), getattr(error, "code", 500)
+
+
+def default_broken_chain_handler(error: SessionChainError) -> ResponseReturnValue:
+    """Answer a broken rotation chain with ``410 Gone`` and a JSON error."""
+    return _error_response(error, "session_chain_broken")
+
+
+class RelaySession:
+    """Server-side sessions in Redis for a Flask app.
+
+    ::
+
+        app = Flask(__name__)
+        app.config["RELAY_SESSION_REDIS"] = "redis://localhost:6379/0"
+        RelaySession(app)
+
+    or, with an app factory::
+
+        relay = RelaySession()
+
+        def create_app():
+            app = Flask(__name__)
+            relay.init_app(app)
+            return app
+
+    The extension keeps no reference to an app; one instance can serve many.
+
+    :param app: the app to configure now, if any.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._broken_chain_handler: ChainHandler = default_broken_chain_handler
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the ``RELAY_SESSION_*`` settings and install the interface.
+
+        :raises SessionConfigError: a setting is invalid.
+        """
+        settings = Settings.from_app(app)
+        store = self.make_store(app, settings)
+        interface = RelaySessionInterface(store, settings)
+        app.session_interface = interface
+        app.extensions["relay_session"] = RelaySessionState(
+            self, settings, store, interface
+        )
+        app.register_error_handler(SessionLockError, _lock_error)
+        app.register_error_handler(SessionStoreError, _store_error)
+        app.register_error_handler(SessionChainError, self._handle_chain_error)
+        app.teardown_request(_release_request_lock)
+
+    def make_store(self, app: Flask, settings: Settings) -> SessionStore:
+        """Return the store configured for ``app``.
+
+        ``RELAY_SESSION_STORE`` wins; then ``RELAY_SESSION_REDIS``, a client
+        or a URL; without either, a :class:`MemorySessionStore`.
+        """
+        if settings.store is not None:
+            missing = [
+                name for name in _STORE_METHODS if not hasattr(settings.store, name)
+            ]
+            if missing:
+                raise SessionConfigError(
+                    "RELAY_SESSION_STORE must implement the SessionStore"
+                    f" protocol; {type(settings.store).__name__} has no"
+                    f" {', '.join(missing)}"
+                )
+            return t.cast(SessionStore, settings.store)
+        if settings.redis is not None:
+            return RedisSessionStore(
+                _redis_client(settings.redis),
+                prefix=settings.key_prefix,
+                lock_prefix=settings.lock_prefix,
+                preload_script=settings.preload_script,
+            )
+        if not (app.testing or app.debug):
+            logger.warning(
+                "flask-relay-session is keeping sessions in the memory of this"
+                " process. They are lost on restart and not shared between"
+                " processes: set RELAY_SESSION_REDIS for production."
+            )
+        return MemorySessionStore()
+
+    def broken_chain_handler(self, handler: ChainHandler) -> ChainHandler:
+        """Register the function that answers a broken rotation chain.
+
+        It receives the :class:`SessionChainError` and returns a response.
+        The default answers ``410 Gone`` with a JSON error. ::
+
+            @relay.broken_chain_handler
+            def session_gone(error):
+                return redirect(url_for("login"))
+        """
+        self._broken_chain_handler = handler
+        return handler
+
+    def _handle_chain_error(self, error: SessionChainError) -> ResponseReturnValue:
+        return self._broken_chain_handler(error)
+
+    @property
+    def session(self) -> Session:
+        """The current request's session, typed as :class:`Session`.
+
+        The same object as :data:`flask.session`, for code that wants the
+        session's own members (``rotate_id``, ``lock``) checked by a type
+        checker without a cast.
+        """
+        session = flask.session._get_current_object()  # type: ignore[attr-defined]
+        if not isinstance(session, Session):
+            raise RuntimeError(
+                "the current session is not a flask-relay-session session; is"
+                " SECRET_KEY set, and was RelaySession.init_app called for this"
+                " app?"
+            )
+        session.accessed = True
+        return session
+
+
+def _redis_client(value: t.Any) -> t.Any:
+    if isinstance(value, str):
+        import redis
+
+        try:
+            return redis.Redis.from_url(value)
+        except ValueError as error:
+            raise SessionConfigError(
+                f"RELAY_SESSION_REDIS is not a valid Redis URL: {error}"
+            ) from error
+    if not hasattr(value, "evalsha"):
+        raise SessionConfigError(
+            "RELAY_SESSION_REDIS must be a redis-py client or a URL such as"
+            f" 'redis://localhost:6379/0'; got {value!r}"
+        )
+    return value
+
+
+def _lock_error(error: SessionLockError) -> ResponseReturnValue:
+    logger.warning("Session lock: %s", error)
+    return _error_response(error, "session_locked")
+
+
+def _store_error(error: SessionStoreError) -> ResponseReturnValue:
+    logger.error("Session store: %s", error)
+    return _error_response(error, "session_store_unavailable")
+
+
+def _release_request_lock(error: BaseException | None) -> None:
+    session = getattr(request_ctx, "session", None)
+    if isinstance(session, Session):
+        release_lock(session)

