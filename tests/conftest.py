@@ -49,6 +49,9 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from flask import Flask
+
+from flask_relay_session import RelaySession
 
 from .redis_servers import INSTALL_HINTS
 from .redis_servers import CountingRedis
@@ -218,3 +221,52 @@ def fakeredis_client() -> Iterator[object]:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), lua_modules=lua_modules)
     yield client
     client.close()
+
+
+# --------------------------------------------------------------------------
+# Flask apps
+# --------------------------------------------------------------------------
+
+#: The stores every app-level behaviour test runs on.
+STORE_IDS = ("memory", "redis7", "redis6")
+
+
+@pytest.fixture(params=STORE_IDS)
+def store_config(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
+    """The ``app.config`` entries that select a store.
+
+    Parametrized: the embedded memory store, and real Redis 7 and 6.2 servers
+    started by the suite (emptied after the test).
+    """
+    if request.param == "memory":
+        yield {}
+        return
+    server: RedisServer = request.getfixturevalue(f"{request.param}_server")
+    if not server.is_running():
+        server.start()
+    yield {"RELAY_SESSION_REDIS": server.url}
+    if server.is_running():
+        server.resume()
+    else:
+        server.start()
+    server.flush()
+
+
+@pytest.fixture
+def make_app(store_config: dict[str, object]) -> Callable[..., Flask]:
+    """Return a factory of test apps using the parametrized store.
+
+    ``make_app(PERMANENT_SESSION_LIFETIME=60)`` returns a Flask app with a
+    secret key, ``TESTING`` on and :class:`RelaySession` installed, with the
+    given configuration on top.
+    """
+
+    def make(**config: object) -> Flask:
+        app = Flask(__name__)
+        app.config.update(SECRET_KEY="test secret", TESTING=True)
+        app.config.update(store_config)
+        app.config.update(config)
+        RelaySession(app)
+        return app
+
+    return make

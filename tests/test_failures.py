@@ -1,0 +1,167 @@
+"""SPEC §8: what clients get when values, cookies or the store go wrong."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import pytest
+import redis
+from flask import Flask
+from flask import jsonify
+from flask import session
+
+from flask_relay_session import RelaySession
+from flask_relay_session import SessionSerializationError
+
+from .redis_servers import RedisServer
+from .redis_servers import no_retry
+
+MakeApp = t.Callable[..., Flask]
+
+
+def add_routes(app: Flask) -> Flask:
+    @app.get("/read")
+    def read() -> t.Any:
+        return jsonify(dict(session))
+
+    @app.get("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        session[key] = value
+        return "ok"
+
+    @app.get("/bad")
+    def bad() -> str:
+        session["good"] = "kept out too"
+        session["cart"] = {"items": [1, object()]}
+        return "ok"
+
+    @app.get("/bad-explicit")
+    def bad_explicit() -> str:
+        session["good"] = "kept out too"
+        session["cart"] = {"items": [1, {1, 2}]}
+        try:
+            session.save()  # type: ignore[attr-defined]
+        except SessionSerializationError as error:
+            session.clear_dirty()  # type: ignore[attr-defined]
+            return str(error), 400
+        return "saved"
+
+    return app
+
+
+def test_unencodable_value_names_its_path_and_writes_nothing(
+    make_app: MakeApp,
+) -> None:
+    app = add_routes(make_app())
+    client = app.test_client()
+    client.get("/set/a/1")
+    response = client.get("/bad-explicit")
+    assert response.status_code == 400
+    assert "session['cart']['items'][1]" in response.text
+    assert "'set'" in response.text
+    assert client.get("/read").json == {"a": "1"}
+
+
+def test_unencodable_value_at_the_end_of_the_request_is_a_server_error(
+    make_app: MakeApp,
+) -> None:
+    app = add_routes(make_app())
+    app.testing = False
+    client = app.test_client()
+    client.get("/set/a/1")
+    response = client.get("/bad")
+    assert response.status_code == 500
+    assert client.get("/read").json == {"a": "1"}
+
+
+def test_session_larger_than_max_size_is_refused_and_nothing_is_written(
+    make_app: MakeApp,
+) -> None:
+    app = add_routes(make_app(RELAY_SESSION_MAX_SIZE=2000))
+
+    @app.get("/grow/<int:size>")
+    def grow(size: int) -> tuple[str, int]:
+        session["other"] = "y"
+        session["blob"] = "x" * size
+        try:
+            session.save()  # type: ignore[attr-defined]
+        except SessionSerializationError as error:
+            session.clear_dirty()  # type: ignore[attr-defined]
+            return str(error), 413
+        return "saved", 200
+
+    client = app.test_client()
+    assert client.get("/grow/1000").status_code == 200
+    response = client.get("/grow/1990")
+    assert response.status_code == 413
+    assert "RELAY_SESSION_MAX_SIZE" in response.text
+    assert client.get("/read").json == {"other": "y", "blob": "x" * 1000}
+    too_big = client.get("/grow/5000")
+    assert too_big.status_code == 413
+    assert client.get("/read").json == {"other": "y", "blob": "x" * 1000}
+
+
+@pytest.fixture
+def own_server(start_redis: t.Callable[..., RedisServer]) -> RedisServer:
+    return start_redis("redis7")
+
+
+def outage_app(server: RedisServer) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test secret",
+        RELAY_SESSION_REDIS=redis.Redis(
+            host=server.host,
+            port=server.port,
+            retry=no_retry(),
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+        ),
+    )
+    RelaySession(app)
+    return add_routes(app)
+
+
+def test_unreachable_store_gives_503_when_the_view_reads(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = outage_app(own_server)
+    client = app.test_client()
+    client.get("/set/a/1")
+    own_server.kill()
+    with caplog.at_level(logging.ERROR, "flask_relay_session"):
+        response = client.get("/read")
+    assert response.status_code == 503
+    assert response.json["error"] == "session_store_unavailable"
+    assert any("store" in record.message for record in caplog.records)
+
+
+def test_unreachable_store_gives_503_from_the_end_of_request_save(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = outage_app(own_server)
+    client = app.test_client()
+    client.get("/set/a/1")
+    own_server.kill()
+    with caplog.at_level(logging.ERROR, "flask_relay_session"):
+        response = client.get("/set/b/2")
+    assert response.status_code == 503
+    assert response.json["error"] == "session_store_unavailable"
+    assert "Set-Cookie" not in response.headers
+    assert any("could not be saved" in record.message for record in caplog.records)
+
+
+def test_service_resumes_by_itself_when_the_store_is_back(
+    own_server: RedisServer,
+) -> None:
+    app = outage_app(own_server)
+    client = app.test_client()
+    client.get("/set/a/1")
+    own_server.flush()  # an empty restart, as with a server that keeps nothing
+    own_server.kill()
+    assert client.get("/set/b/2").status_code == 503
+    own_server.start()
+    response = client.get("/set/c/3")
+    assert response.status_code == 200
+    assert client.get("/read").json == {"c": "3"}
