@@ -21,16 +21,18 @@ from flask.sessions import SessionMixin
 
 from .config import Settings
 from .cookies import new_session_id
+from .errors import SessionChainError
+from .errors import SessionDepthError
 from .errors import SessionLockError
 from .errors import SessionSerializationError
 from .serialization import dumps
 from .serialization import encode_key
 from .serialization import loads
+from .stores.base import MAX_REDIRECT_DEPTH
 from .stores.base import Change
 from .stores.base import MergeResult
 from .stores.base import MergeStatus
 from .stores.base import SessionStore
-from .stores.base import StoredSession
 from .tracking import DirtyPaths
 from .tracking import Path
 from .tracking import TrackedDict
@@ -134,7 +136,8 @@ class Session(SessionMixin):
         self._dirty = DirtyPaths()
         self._root = TrackedDict({}, self._dirty)
         self._permanent = permanent
-        self._lock_token: str | None = None
+        #: The id the lock was taken on, and the token that owns it.
+        self._lock: tuple[str, str] | None = None
         self._forced = False
         self._read_keys: set[str] | None = set()
         self.accessed = False
@@ -148,24 +151,13 @@ class Session(SessionMixin):
         #: The session was loaded by following a rotation redirect.
         self.is_redirected = False
         now = policy.now()
-        if sid is None:
-            self._start_fresh()
-        else:
-            self.sid = sid
-            self.new = False
-            self._loaded = False
-            self._created_at = now
-            self._expires_at = (
-                now + policy.lifetime if expires_at is None else expires_at
-            )
-
-    def _start_fresh(self) -> None:
-        now = self._policy.now()
-        self.sid = new_session_id()
-        self.new = True
-        self._loaded = True
+        #: The session id.
+        self.sid = new_session_id() if sid is None else sid
+        #: Nothing is stored under :attr:`sid` yet.
+        self.new = sid is None
+        self._loaded = self.new
         self._created_at = now
-        self._expires_at = now + self._policy.lifetime
+        self._expires_at = now + policy.lifetime if expires_at is None else expires_at
 
     # -- state -----------------------------------------------------------
 
@@ -215,7 +207,7 @@ class Session(SessionMixin):
     @property
     def is_lock_owner(self) -> bool:
         """Whether this request holds the session lock."""
-        return self._lock_token is not None
+        return self._lock is not None
 
     def is_locked(self) -> bool:
         """Ask the store whether any request holds the session lock."""
@@ -272,39 +264,69 @@ class Session(SessionMixin):
             self._reload()
 
     def _reload(self) -> None:
-        """Load from the store, keeping pending changes on top."""
+        """Load from the store, keeping pending changes on top.
+
+        A new session has nothing stored yet, so there is nothing to load.
+        """
+        if self.new:
+            self._loaded = True
+            return
         policy = self._policy
         refresh = policy.refresh_due(self._permanent, self._expires_at)
-        stored = policy.store.load(self.sid, ttl=policy.lifetime if refresh else None)
+        try:
+            stored = policy.store.load(
+                self.sid, ttl=policy.lifetime if refresh else None
+            )
+        except SessionChainError:
+            # The cookie leads nowhere: the response drops it.
+            self._replace_data({})
+            self._start_fresh()
+            raise
+        self._replace_data({} if stored is None else stored.data)
         if stored is None:
-            self._replace_data({}, fresh=True)
+            self._start_fresh()
             return
         self.refreshed = self.refreshed or refresh
-        self._adopt(stored)
-
-    def _adopt(self, stored: StoredSession) -> None:
-        if stored.sid != self.sid:
-            self.sid = stored.sid
-            self.cookie_outdated = True
-        self.is_redirected = self.is_redirected or stored.redirected
+        if stored.redirected:
+            self.is_redirected = True
+            self._switch_to(stored.sid)
         self._created_at = stored.created_at
         self._expires_at = stored.expires_at
-        self._replace_data(stored.data, fresh=False)
 
-    def _replace_data(self, data: dict[str, t.Any], *, fresh: bool) -> None:
+    def _replace_data(self, data: dict[str, t.Any]) -> None:
         """Show ``data`` with this request's pending changes on top."""
         root = TrackedDict(data, self._dirty)
         for path in self._dirty:
             _place(root, path, _lookup(self._root, path))
         self._root = root
         self._loaded = True
-        if fresh:
-            self._start_fresh()
-            self.cookie_outdated = True
+
+    def _start_fresh(self) -> None:
+        """Go on as a new session, under a new id, with nothing stored."""
+        now = self._policy.now()
+        self.new = True
+        self._loaded = True
+        self._created_at = now
+        self._expires_at = now + self._policy.lifetime
+        self._switch_to(new_session_id())
+
+    def _switch_to(self, sid: str) -> None:
+        """Go on under ``sid``, taking the lock along if this request holds it."""
+        self.sid = sid
+        self.cookie_outdated = True
+        if self._lock is not None and self._lock[0] != sid:
+            old_sid, token = self._lock
+            self._lock = None
+            try:
+                self._acquire()
+            finally:
+                self._policy.store.unlock(old_sid, token)
 
     # -- saving ----------------------------------------------------------
 
     def _pending_paths(self) -> list[Path]:
+        if self.new:
+            return [(key,) for key in self._root] if self._dirty else []
         if not self._forced:
             return list(self._dirty)
         paths = DirtyPaths()
@@ -323,11 +345,20 @@ class Session(SessionMixin):
             encoded.append((path, None if value is _MISSING else dumps(value, path)))
         return encoded
 
-    def _changes(self, paths: t.Iterable[Path]) -> list[Change]:
-        return [
+    def _changes(self) -> list[Change]:
+        """The pending changes, encoded for the store."""
+        changes = [
             Change(tuple(encode_key(key) for key in path), value)
-            for path, value in self._encode(paths)
+            for path, value in self._encode(self._pending_paths())
         ]
+        size = sum(len(change.value or b"") for change in changes)
+        limit = self._policy.settings.max_size
+        if size > limit:
+            raise SessionSerializationError(
+                f"the changes to save are {size} bytes, more than"
+                f" RELAY_SESSION_MAX_SIZE ({limit} bytes); nothing was saved"
+            )
+        return changes
 
     def save(self) -> None:
         """Send the pending changes to the store now.
@@ -342,81 +373,86 @@ class Session(SessionMixin):
             lock was lost.
         :raises SessionStoreError: the store cannot be reached.
         """
-        paths = self._pending_paths()
-        if not paths:
-            return
-        if self.new and not dict.__len__(self._root):
+        changes = self._changes()
+        if not changes:
             self.clear_dirty()
             return
-        changes = self._changes(paths)
-        self._check_size(changes)
-        result = self._merge(changes, create=self.new)
+        policy = self._policy
+        result = self._write(
+            lambda lock_token: policy.store.merge(
+                self.sid,
+                changes,
+                now=policy.now(),
+                ttl=self._write_ttl(),
+                create=self.new,
+                lock_token=lock_token,
+                max_size=policy.settings.max_size,
+            )
+        )
         if result.status is MergeStatus.MISSING:
-            # The session expired or was destroyed under us: start a new one
-            # from what this request sees, never reusing the old id.
+            # The session expired or was destroyed under this request: go on
+            # as a new session holding what this request sees. The old id is
+            # never used again.
             self._start_fresh()
-            self.cookie_outdated = True
-            everything = [(key,) for key in self._root]
-            result = self._merge(self._changes(everything), create=True)
+            self.save()
+            return
+        self._saved(result)
+
+    def _write_ttl(self) -> int | None:
+        policy = self._policy
+        if self.new or policy.refresh_due(self._permanent, self._expires_at):
+            return policy.lifetime
+        return None
+
+    def _saved(self, result: MergeResult) -> None:
         self._created_at = result.created_at
         self._expires_at = result.expires_at
         self.emptied = result.emptied
         self.new = False
+        self.refreshed = True
         self.cookie_outdated = True
         self.clear_dirty()
 
-    def _check_size(self, changes: list[Change]) -> None:
-        size = sum(len(change.value or b"") for change in changes)
-        limit = self._policy.settings.max_size
-        if size > limit:
-            raise SessionSerializationError(
-                f"the changes to save are {size} bytes, more than"
-                f" RELAY_SESSION_MAX_SIZE ({limit} bytes); nothing was saved"
-            )
+    def _write(self, write: t.Callable[[str | None], MergeResult]) -> MergeResult:
+        """Run a merge or rotation until it is done or the session is gone.
 
-    def _merge(self, changes: list[Change], *, create: bool) -> MergeResult:
-        """Merge ``changes``, following redirects and waiting out locks."""
-        policy = self._policy
-        settings = policy.settings
-        attempt = 0
+        Follows rotation redirects and, without the lock, waits while another
+        request holds it.
+        """
+        settings = self._policy.settings
+        waits = redirects = 0
         while True:
-            ttl = policy.lifetime if create else None
-            if ttl is None and policy.refresh_due(self._permanent, self._expires_at):
-                ttl = policy.lifetime
-            result = policy.store.merge(
-                self.sid,
-                changes,
-                now=policy.now(),
-                ttl=ttl,
-                create=create,
-                lock_token=self._lock_token,
-                max_size=settings.max_size,
-            )
-            if result.status is MergeStatus.DONE:
-                self.refreshed = self.refreshed or ttl is not None
+            lock_token = self._lock[1] if self._lock is not None else None
+            result = write(lock_token)
+            status = result.status
+            if status is MergeStatus.DONE or status is MergeStatus.MISSING:
                 return result
-            if result.status is MergeStatus.MISSING:
-                return result
-            if result.status is MergeStatus.REDIRECTED:
+            if status is MergeStatus.REDIRECTED:
+                redirects += 1
+                if redirects > MAX_REDIRECT_DEPTH:
+                    raise SessionDepthError(
+                        f"the session was rotated more than {MAX_REDIRECT_DEPTH}"
+                        " times while this request was saving it"
+                    )
                 assert result.redirect_to is not None
-                self.sid = result.redirect_to
-                self.cookie_outdated = True
+                self.is_redirected = True
+                self._switch_to(result.redirect_to)
                 continue
-            if result.status is MergeStatus.LOCK_LOST:
+            if status is MergeStatus.LOCK_LOST:
                 raise SessionLockError(
                     "the session lock expired and was taken by another request"
                     " before this request saved; nothing was written. Raise"
                     " RELAY_SESSION_LOCK_TTL above the longest locked section."
                 )
-            attempt += 1
-            if attempt > settings.lock_retries:
+            waits += 1
+            if waits > settings.lock_retries:
                 raise SessionLockError(
-                    "another request held the session lock for too long;"
-                    f" gave up saving after {settings.lock_retries} retries."
-                    " Raise RELAY_SESSION_LOCK_RETRIES or"
-                    " RELAY_SESSION_LOCK_BACKOFF to wait longer."
+                    "another request held the session lock for too long; gave"
+                    f" up saving after {settings.lock_retries} retries. Raise"
+                    " RELAY_SESSION_LOCK_RETRIES or RELAY_SESSION_LOCK_BACKOFF"
+                    " to wait longer."
                 )
-            time.sleep(settings.lock_backoff * attempt / 1000)
+            time.sleep(settings.lock_backoff * waits / 1000)
 
     def refresh_untouched(self) -> None:
         """Extend the expiry of a session this request never loaded.
@@ -435,19 +471,52 @@ class Session(SessionMixin):
 
     # -- lifecycle -------------------------------------------------------
 
+    def rotate_id(self) -> None:
+        """Move the session to a new id, against session fixation.
+
+        Call it after login and whenever privileges change. The data, with
+        this request's pending changes, moves to a new id and the response
+        carries a new cookie. The old id redirects to the new one for
+        ``RELAY_SESSION_ROTATION_GRACE_PERIOD``, so that requests still in
+        flight with the old cookie are served the new session, and their
+        writes land there. Waits like :meth:`save` while another request
+        holds the lock.
+        """
+        policy = self._policy
+        new_sid = new_session_id()
+        if self.new:
+            self._switch_to(new_sid)
+            return
+        changes = self._changes()
+        grace = policy.settings.rotation_grace_period or policy.lifetime
+        result = self._write(
+            lambda lock_token: policy.store.rotate(
+                self.sid,
+                new_sid,
+                changes,
+                now=policy.now(),
+                ttl=policy.lifetime,
+                grace=grace,
+                lock_token=lock_token,
+                max_size=policy.settings.max_size,
+            )
+        )
+        if result.status is MergeStatus.MISSING:
+            self._start_fresh()
+            return
+        self._switch_to(new_sid)
+        self._saved(result)
+
     def destroy(self) -> None:
         """Delete the session from the store.
 
         The rest of the request sees a new, empty session with a new id, and
-        the response replaces the cookie.
+        the response replaces the cookie. The old id is never used again.
         """
         self._policy.store.delete(self.sid)
-        self.release_lock()
-        self._dirty.clear()
-        self._forced = False
+        self.clear_dirty()
         self._root = TrackedDict({}, self._dirty)
         self._start_fresh()
-        self.cookie_outdated = True
 
     @contextlib.contextmanager
     def lock(self) -> t.Iterator[Session]:
@@ -467,9 +536,10 @@ class Session(SessionMixin):
         made before the block stay pending. Nesting is allowed; only the
         outermost block locks and saves.
 
-        :raises SessionLockError: the lock could not be acquired.
+        :raises SessionLockError: the lock could not be acquired, or it
+            expired before the block ended and another request took it.
         """
-        if self._lock_token is not None:
+        if self._lock is not None:
             yield self
             return
         before = self._encode(self._pending_paths())
@@ -492,7 +562,7 @@ class Session(SessionMixin):
             if attempt:
                 time.sleep(settings.lock_backoff * attempt / 1000)
             if policy.store.lock(self.sid, token, settings.lock_ttl):
-                self._lock_token = token
+                self._lock = (self.sid, token)
                 return
         raise SessionLockError(
             f"could not acquire the session lock after {settings.lock_retries}"
@@ -502,14 +572,13 @@ class Session(SessionMixin):
 
     def release_lock(self) -> None:
         """Release the session lock if this request holds it."""
-        token, self._lock_token = self._lock_token, None
-        if token is not None:
-            self._policy.store.unlock(self.sid, token)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            self._policy.store.unlock(*lock)
 
     def _restore(self, pending: list[tuple[Path, bytes | None]]) -> None:
         """Drop every change but ``pending``; the next read loads again."""
-        self._dirty.clear()
-        self._forced = False
+        self.clear_dirty()
         self._root = TrackedDict({}, self._dirty)
         for path, value in pending:
             _place(self._root, path, _MISSING if value is None else loads(value))

@@ -16,11 +16,21 @@ import enum
 import typing as t
 from dataclasses import dataclass
 
+from ..errors import SessionSerializationError
+
 #: A path of stored (escaped) keys, from the top level of the data down.
 Path = tuple[str, ...]
 
 #: How many rotation redirects a load follows before giving up.
 MAX_REDIRECT_DEPTH = 10
+
+
+def too_large(size: int, max_size: int) -> SessionSerializationError:
+    """The error of a write that would make a session exceed ``max_size``."""
+    return SessionSerializationError(
+        f"the session would grow to {size} bytes, more than"
+        f" RELAY_SESSION_MAX_SIZE ({max_size} bytes); nothing was saved"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +166,28 @@ class SessionStore(t.Protocol):
             bytes.
         :raises SessionSerializationError: the session would become larger
             than ``max_size``; nothing was written.
+        """
+
+    def rotate(
+        self,
+        sid: str,
+        new_sid: str,
+        changes: t.Sequence[Change],
+        *,
+        now: int,
+        ttl: int,
+        grace: int,
+        lock_token: str | None,
+        max_size: int,
+    ) -> MergeResult:
+        """Move the session ``sid`` to ``new_sid``, applying ``changes``.
+
+        Afterwards ``new_sid`` holds the session, created when ``sid`` was,
+        expiring after ``ttl`` milliseconds, and ``sid`` holds a redirect to
+        ``new_sid`` for ``grace`` milliseconds. No write to ``sid`` may be
+        lost: one that lands while the rotation runs must end up under
+        ``new_sid``. The lock of ``sid`` is checked as in :meth:`merge`, and
+        the outcomes are the same.
         """
 
     def delete(self, sid: str) -> None:

@@ -17,15 +17,16 @@ from dataclasses import field
 
 from ..errors import SessionChainBrokenError
 from ..errors import SessionDepthError
-from ..errors import SessionSerializationError
 from ..serialization import loads_fields
 from .base import MAX_REDIRECT_DEPTH
 from .base import Change
 from .base import MergeResult
 from .base import MergeStatus
 from .base import StoredSession
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+from .base import too_large
+from .paths import apply_change
+from .paths import dumps
+from .paths import is_dict
 
 
 @dataclass
@@ -40,21 +41,13 @@ class _Entry:
     def size(self) -> int:
         """The size of the document as JSON, as Redis would store it."""
         return 2 + sum(
-            len(_dumps(key).encode()) + 2 + len(value)
+            len(dumps(key).encode()) + 2 + len(value)
             for key, value in self.fields.items()
         )
 
 
-def _is_dict(value: t.Any) -> bool:
-    if not isinstance(value, dict):
-        return False
-    if len(value) != 1:
-        return True
-    key = next(iter(value))
-    return not (len(key) == 2 and key[0] == " ")
-
-
 def _apply(fields: dict[str, bytes], change: Change) -> None:
+    """Apply ``change`` to a session kept as each top-level key's JSON."""
     top, *rest = change.path
     if not rest:
         if change.value is None:
@@ -62,26 +55,19 @@ def _apply(fields: dict[str, bytes], change: Change) -> None:
         else:
             fields[top] = change.value
         return
-    if change.value is None and top not in fields:
-        return
-    tree = json.loads(fields[top]) if top in fields else {}
-    if not _is_dict(tree):
+    tree = json.loads(fields[top]) if top in fields else None
+    if not is_dict(tree):
         if change.value is None:
             return
         tree = {}
-    node = tree
-    for key in rest[:-1]:
-        child = node.get(key)
-        if not _is_dict(child):
-            if change.value is None:
-                return
-            child = node[key] = {}
-        node = child
-    if change.value is None:
-        node.pop(rest[-1], None)
-    else:
-        node[rest[-1]] = json.loads(change.value)
-    fields[top] = _dumps(tree).encode()
+    apply_change(t.cast("dict[str, t.Any]", tree), Change(tuple(rest), change.value))
+    fields[top] = dumps(tree).encode()
+
+
+def _check_size(entry: _Entry, max_size: int) -> None:
+    size = entry.size()
+    if size > max_size:
+        raise too_large(size, max_size)
 
 
 class MemorySessionStore:
@@ -117,20 +103,30 @@ class MemorySessionStore:
             return None
         return lock[0] if lock else None
 
+    def _lock_refusal(self, sid: str, token: str | None) -> MergeResult | None:
+        holder = self._holder(sid)
+        if token is not None:
+            if holder != token:
+                return MergeResult(MergeStatus.LOCK_LOST)
+        elif holder is not None:
+            return MergeResult(MergeStatus.LOCKED)
+        return None
+
     def load(self, sid: str, *, ttl: int | None) -> StoredSession | None:
-        """Return the session ``sid``, following rotation redirects."""
-        requested = sid
+        """Return the session ``sid``, following and shortening redirects."""
+        visited: list[_Entry] = []
         with self._mutex:
             for _ in range(MAX_REDIRECT_DEPTH + 1):
                 entry = self._entry(sid)
                 if entry is None:
-                    if sid == requested:
+                    if not visited:
                         return None
                     raise SessionChainBrokenError(
-                        f"session {requested[:8]}… was rotated to a session that"
-                        " no longer exists"
+                        "a rotated session id leads to a session that no longer exists"
                     )
                 if entry.redirect_to is None:
+                    for rotated in visited:
+                        rotated.redirect_to = sid
                     if ttl is not None:
                         entry.expires_at = self._now() + ttl
                     return StoredSession(
@@ -138,12 +134,13 @@ class MemorySessionStore:
                         data=loads_fields(entry.fields),
                         created_at=entry.created_at,
                         expires_at=entry.expires_at,
-                        redirected=sid != requested,
+                        redirected=bool(visited),
                     )
+                visited.append(entry)
                 sid = entry.redirect_to
         raise SessionDepthError(
-            f"session {requested[:8]}… was rotated more than"
-            f" {MAX_REDIRECT_DEPTH} times in a row"
+            f"a rotated session id was rotated more than {MAX_REDIRECT_DEPTH}"
+            " times in a row"
         )
 
     def touch(self, sid: str, *, ttl: int) -> bool:
@@ -168,12 +165,9 @@ class MemorySessionStore:
     ) -> MergeResult:
         """Apply ``changes`` atomically, with the same rules as Redis."""
         with self._mutex:
-            holder = self._holder(sid)
-            if lock_token is not None:
-                if holder != lock_token:
-                    return MergeResult(MergeStatus.LOCK_LOST)
-            elif holder is not None:
-                return MergeResult(MergeStatus.LOCKED)
+            refusal = self._lock_refusal(sid, lock_token)
+            if refusal is not None:
+                return refusal
             entry = self._entry(sid)
             if entry is None:
                 if not create:
@@ -196,17 +190,48 @@ class MemorySessionStore:
                 )
             if ttl is not None:
                 updated.expires_at = now + ttl
-            size = updated.size()
-            if size > max_size:
-                raise SessionSerializationError(
-                    f"the session would grow to {size} bytes, more than"
-                    f" RELAY_SESSION_MAX_SIZE ({max_size} bytes); nothing was saved"
-                )
+            _check_size(updated, max_size)
             self._sessions[sid] = updated
             return MergeResult(
                 MergeStatus.DONE,
                 created_at=updated.created_at,
                 expires_at=updated.expires_at,
+            )
+
+    def rotate(
+        self,
+        sid: str,
+        new_sid: str,
+        changes: t.Sequence[Change],
+        *,
+        now: int,
+        ttl: int,
+        grace: int,
+        lock_token: str | None,
+        max_size: int,
+    ) -> MergeResult:
+        """Move the session to ``new_sid``, leaving a redirect for ``grace``."""
+        with self._mutex:
+            refusal = self._lock_refusal(sid, lock_token)
+            if refusal is not None:
+                return refusal
+            entry = self._entry(sid)
+            if entry is None:
+                return MergeResult(MergeStatus.MISSING)
+            if entry.redirect_to is not None:
+                return MergeResult(
+                    MergeStatus.REDIRECTED, redirect_to=entry.redirect_to
+                )
+            moved = _Entry(entry.created_at, now + ttl, dict(entry.fields))
+            for change in changes:
+                _apply(moved.fields, change)
+            _check_size(moved, max_size)
+            self._sessions[new_sid] = moved
+            self._sessions[sid] = _Entry(
+                entry.created_at, now + grace, redirect_to=new_sid
+            )
+            return MergeResult(
+                MergeStatus.DONE, created_at=moved.created_at, expires_at=now + ttl
             )
 
     def delete(self, sid: str) -> None:

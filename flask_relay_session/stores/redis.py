@@ -11,6 +11,7 @@ one session only, so every operation works on a cluster.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import typing as t
 from importlib import resources
@@ -21,7 +22,6 @@ from redis.exceptions import RedisError
 
 from ..errors import SessionChainBrokenError
 from ..errors import SessionDepthError
-from ..errors import SessionSerializationError
 from ..errors import SessionStoreError
 from ..serialization import loads
 from .base import MAX_REDIRECT_DEPTH
@@ -29,6 +29,13 @@ from .base import Change
 from .base import MergeResult
 from .base import MergeStatus
 from .base import StoredSession
+from .base import too_large
+from .paths import apply_change
+from .paths import dumps
+
+#: How often a rotation copies a session that keeps changing before it
+#: gives up and lets the caller wait and retry.
+ROTATE_ATTEMPTS = 5
 
 #: A standalone, Sentinel or cluster client of redis-py.
 RedisClient = t.Union["redis.Redis", "redis.cluster.RedisCluster"]
@@ -54,15 +61,21 @@ class LuaScript:
 
     :param name: the script's file name in the ``lua`` folder, without
         ``.lua``.
+    :param uses_common: send ``common.lua``, the shared functions, in front
+        of it.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, uses_common: bool = False) -> None:
         #: The script's file name, without ``.lua``.
         self.name = name
+        files = ["common", name] if uses_common else [name]
         #: The Lua source.
-        self.source = (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
+        self.source = "\n".join(
+            (resources.files(__package__) / "lua" / f"{file}.lua").read_text()
+            for file in files
+        )
         #: The SHA1 digest ``EVALSHA`` names the script by.
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.sha = _sha1(self.source)
         self._sent = False
 
     def load(self, client: RedisClient) -> None:
@@ -109,8 +122,10 @@ class RedisSessionStore:
         self.redis = redis
         self.prefix = prefix
         self.lock_prefix = lock_prefix
-        self._load = LuaScript("load")
+        self._load = LuaScript("load", uses_common=True)
         self._merge = LuaScript("merge")
+        self._rotate = LuaScript("rotate", uses_common=True)
+        self._repoint = LuaScript("repoint", uses_common=True)
         self._unlock = LuaScript("unlock")
         if preload_script:
             self.load_scripts()
@@ -118,7 +133,7 @@ class RedisSessionStore:
     @property
     def scripts(self) -> tuple[LuaScript, ...]:
         """The Lua scripts this store runs."""
-        return (self._load, self._merge, self._unlock)
+        return (self._load, self._merge, self._rotate, self._repoint, self._unlock)
 
     def load_scripts(self) -> None:
         """Load every script into the server with ``SCRIPT LOAD``."""
@@ -140,31 +155,36 @@ class RedisSessionStore:
         """Load the session ``sid``, following rotation redirects.
 
         One round trip, expiry refresh included, unless the id was rotated.
+        A chain of several redirects is shortened: each id on it is pointed
+        straight at the session.
         """
-        requested = sid
+        visited: list[str] = []
         for _ in range(MAX_REDIRECT_DEPTH + 1):
             reply = self._call(
                 self._load, [self.session_key(sid)], ["" if ttl is None else ttl]
             )
             if not reply:
-                if sid == requested:
+                if not visited:
                     return None
                 raise SessionChainBrokenError(
-                    f"session {requested[:8]}… was rotated to a session that no"
-                    " longer exists"
+                    f"session {visited[0][:8]}… was rotated to a session that"
+                    " no longer exists"
                 )
             if _text(reply[0]) == "found":
+                for rotated in visited[:-1]:
+                    self._call(self._repoint, [self.session_key(rotated)], [sid])
                 document = loads(reply[1])
                 return StoredSession(
                     sid=sid,
                     data=document["data"],
                     created_at=int(document["meta"]["createdAt"]),
                     expires_at=_now_ms() + int(reply[2]),
-                    redirected=sid != requested,
+                    redirected=bool(visited),
                 )
+            visited.append(sid)
             sid = _text(reply[1])
         raise SessionDepthError(
-            f"session {requested[:8]}… was rotated more than"
+            f"session {visited[0][:8]}… was rotated more than"
             f" {MAX_REDIRECT_DEPTH} times in a row"
         )
 
@@ -215,11 +235,65 @@ class RedisSessionStore:
         if status == "redirected":
             return MergeResult(MergeStatus.REDIRECTED, redirect_to=_text(reply[1]))
         if status == "too_large":
-            raise SessionSerializationError(
-                f"the session would grow to {int(reply[1])} bytes, more than"
-                f" RELAY_SESSION_MAX_SIZE ({max_size} bytes); nothing was saved"
-            )
+            raise too_large(int(reply[1]), max_size)
         return MergeResult(MergeStatus(status))
+
+    def rotate(
+        self,
+        sid: str,
+        new_sid: str,
+        changes: t.Sequence[Change],
+        *,
+        now: int,
+        ttl: int,
+        grace: int,
+        lock_token: str | None,
+        max_size: int,
+    ) -> MergeResult:
+        """Move the session to ``new_sid`` and leave a redirect behind.
+
+        The two ids hash to different cluster slots, so this takes three
+        steps, ordered so that nothing is lost and no reader is ever sent to
+        a missing session: read the session, write its copy (with
+        ``changes``) under ``new_sid``, then replace the old document with
+        the redirect, but only if it did not change since it was read; if it
+        did, copy it again.
+        """
+        reply = self._call(self._load, [self.session_key(sid)], [""])
+        if not reply:
+            return MergeResult(MergeStatus.MISSING)
+        if _text(reply[0]) == "redirect":
+            return MergeResult(MergeStatus.REDIRECTED, redirect_to=_text(reply[1]))
+        raw = reply[1]
+        new_key = self.session_key(new_sid)
+        for _ in range(ROTATE_ATTEMPTS):
+            document, created_at = _successor(raw, new_sid, changes, now, ttl)
+            if len(document) > max_size:
+                raise too_large(len(document), max_size)
+            try:
+                self.redis.set(new_key, document, px=ttl)
+            except RedisError as error:
+                raise SessionStoreError(_store_failed(error)) from error
+            reply = self._call(
+                self._rotate,
+                [self.session_key(sid), self.lock_key(sid)],
+                [lock_token or "", _sha1(raw), new_sid, grace],
+            )
+            status = _text(reply[0])
+            if status == "done":
+                return MergeResult(
+                    MergeStatus.DONE, created_at=created_at, expires_at=now + ttl
+                )
+            if status != "changed":
+                self.delete(new_sid)
+                if status == "redirected":
+                    return MergeResult(
+                        MergeStatus.REDIRECTED, redirect_to=_text(reply[1])
+                    )
+                return MergeResult(MergeStatus(status))
+            raw = reply[1]
+        self.delete(new_sid)
+        return MergeResult(MergeStatus.LOCKED)
 
     def delete(self, sid: str) -> None:
         """Delete the session ``sid``."""
@@ -253,6 +327,25 @@ class RedisSessionStore:
             return script(self.redis, keys, args)
         except RedisError as error:
             raise SessionStoreError(_store_failed(error)) from error
+
+
+def _sha1(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode()
+    return hashlib.sha1(data).hexdigest()
+
+
+def _successor(
+    raw: bytes | str, new_sid: str, changes: t.Sequence[Change], now: int, ttl: int
+) -> tuple[bytes, int]:
+    """The document of ``new_sid``: a copy of ``raw`` with ``changes``."""
+    document = json.loads(raw)
+    data = document["data"]
+    for change in changes:
+        apply_change(data, change)
+    created_at = int(document["meta"]["createdAt"])
+    meta = {"id": new_sid, "createdAt": created_at, "expiresAt": now + ttl}
+    return dumps({"data": data, "meta": meta}).encode(), created_at
 
 
 def _store_failed(error: RedisError) -> str:

@@ -13,12 +13,9 @@ if not raw then
   return false
 end
 
--- A redirect is a short document; only short ones are worth decoding.
-if #raw < 512 and string.find(raw, '"redirectTo"', 1, true) then
-  local doc = cjson.decode(raw)
-  if doc.data == cjson.null and type(doc.meta) == "table" and doc.meta.redirectTo then
-    return {"redirect", doc.meta.redirectTo}
-  end
+local target = redirect_target(raw)
+if target then
+  return {"redirect", target}
 end
 
 local ttl

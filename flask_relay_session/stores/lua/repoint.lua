@@ -1,0 +1,18 @@
+-- Point a redirect straight at the end of its chain, keeping its expiry.
+--
+-- KEYS[1]  the key of a rotated-away session, <prefix>{<sid>}
+-- ARGV[1]  the id at the end of the chain
+--
+-- Returns 1 when the redirect was shortened, 0 when the key is no longer a
+-- redirect (it expired, or was never one).
+
+local raw = redis.call("GET", KEYS[1])
+if not raw or not redirect_target(raw) then
+  return 0
+end
+local ttl = redis.call("PTTL", KEYS[1])
+if ttl <= 0 then
+  return 0
+end
+redis.call("SET", KEYS[1], redirect_document(ARGV[1]), "PX", ttl)
+return 1
