@@ -61,16 +61,21 @@ class SessionPolicy:
         """The current time in milliseconds."""
         return int(self.clock() * 1000)
 
-    def refresh_due(self, permanent: bool, expires_at: int) -> bool:
+    def refresh_due(
+        self, permanent: bool, expires_at: int, *, writing: bool = False
+    ) -> bool:
         """Whether a session expiring at ``expires_at`` should be extended.
 
-        Permanent sessions are extended only with
-        ``SESSION_REFRESH_EACH_REQUEST``, because their cookie's expiry must
-        move with the store's. ``RELAY_SESSION_ROLLING`` then decides: always,
-        never, or once less than ``(1 - r) * lifetime`` remains.
+        ``RELAY_SESSION_ROLLING`` decides: always, never, or once less than
+        ``(1 - r) * lifetime`` remains. As with Flask's cookie sessions,
+        ``SESSION_REFRESH_EACH_REQUEST = False`` limits the refresh of a
+        permanent session to requests that write to it, since its cookie
+        must be sent again whenever its expiry moves.
         """
         rolling = self.settings.rolling
-        if rolling is False or (permanent and not self.refresh_each_request):
+        if rolling is False:
+            return False
+        if permanent and not writing and not self.refresh_each_request:
             return False
         if rolling is True:
             return True
@@ -400,7 +405,9 @@ class Session(SessionMixin):
 
     def _write_ttl(self) -> int | None:
         policy = self._policy
-        if self.new or policy.refresh_due(self._permanent, self._expires_at):
+        if self.new or policy.refresh_due(
+            self._permanent, self._expires_at, writing=True
+        ):
             return policy.lifetime
         return None
 
