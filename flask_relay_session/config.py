@@ -4,11 +4,39 @@ Every ``RELAY_SESSION_*`` key is checked at ``init_app``. A wrong value
 raises :class:`~flask_relay_session.SessionConfigError` naming the key and
 what it should be, so a typo fails at start-up instead of on the first
 request.
+
+Migrating from Flask-Session
+    Its configuration keys that have an exact equivalent here are read as
+    that key, with a :class:`DeprecationWarning` naming the new key
+    (:data:`FLASK_SESSION_KEYS`). A ``RELAY_SESSION_*`` key that is set (not
+    ``None``) wins over its Flask-Session alias. Flask-Session keys whose
+    behaviour this extension does not offer are not mapped; the two that
+    would silently change how an app behaves warn when they are set to a
+    value this extension does not follow (:data:`FLASK_SESSION_UNSUPPORTED`).
+
+    ``SESSION_REDIS``
+        read as ``RELAY_SESSION_REDIS`` (a client, as Flask-Session takes;
+        a URL works too).
+    ``SESSION_KEY_PREFIX``
+        read as ``RELAY_SESSION_KEY_PREFIX``. The stored layout differs from
+        Flask-Session's, so sessions stored by Flask-Session are not read:
+        users sign in again once.
+    ``SESSION_PERMANENT``
+        not mapped; ``True`` warns, since sessions are permanent only when
+        the app sets ``session.permanent = True``.
+    ``SESSION_TYPE``
+        not mapped; anything but ``"redis"`` warns.
+
+    ``SESSION_USE_SIGNER`` needs no equivalent (cookies are always signed),
+    and ``SESSION_COOKIE_*`` and ``PERMANENT_SESSION_LIFETIME`` are Flask's
+    own keys, which this extension follows.
 """
 
 from __future__ import annotations
 
+import sys
 import typing as t
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +53,27 @@ SignWith = t.Callable[["Request"], "str | t.Sequence[str]"]
 MIN_GRACE_PERIOD = 5.0
 
 LAYOUTS = ("json", "hash")
+
+#: Flask-Session keys read as the ``RELAY_SESSION_*`` key they stand for.
+FLASK_SESSION_KEYS: t.Mapping[str, str] = {
+    "SESSION_REDIS": "RELAY_SESSION_REDIS",
+    "SESSION_KEY_PREFIX": "RELAY_SESSION_KEY_PREFIX",
+}
+
+#: Flask-Session keys with no equivalent: a predicate on the value that is
+#: true when ignoring it changes the app's behaviour, and what to do instead.
+FLASK_SESSION_UNSUPPORTED: t.Mapping[str, tuple[t.Callable[[t.Any], bool], str]] = {
+    "SESSION_PERMANENT": (
+        lambda value: bool(value),
+        "sessions are not permanent unless the app sets session.permanent ="
+        " True (in a before_request function, for all of them)",
+    ),
+    "SESSION_TYPE": (
+        lambda value: value != "redis",
+        "sessions are kept in Redis (RELAY_SESSION_REDIS), in a custom"
+        " RELAY_SESSION_STORE, or in memory",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +107,7 @@ class Settings:
 
         :raises SessionConfigError: a value is invalid.
         """
-        config = app.config
+        config = _with_flask_session_keys(app.config)
         grace = None
         if config.get("RELAY_SESSION_ROTATION_GRACE_PERIOD") is not None:
             grace = _duration(config, "RELAY_SESSION_ROTATION_GRACE_PERIOD", None)
@@ -86,6 +135,47 @@ class Settings:
             max_size=_count(config, "RELAY_SESSION_MAX_SIZE", 1024 * 1024, minimum=1),
             layout=_layout(config),
         )
+
+
+def _with_flask_session_keys(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """Return ``config`` with Flask-Session keys read as their equivalents.
+
+    Warns once per Flask-Session key that is used, and once per key that is
+    ignored in a way that changes behaviour.
+    """
+    result = dict(config)
+    stacklevel = _user_stacklevel()
+    for old, new in FLASK_SESSION_KEYS.items():
+        if config.get(old) is None or config.get(new) is not None:
+            continue
+        warnings.warn(
+            f"{old} is a Flask-Session setting; flask-relay-session reads it"
+            f" as {new} for now. Rename it to {new}.",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        result[new] = config[old]
+    for key, (matters, instead) in FLASK_SESSION_UNSUPPORTED.items():
+        if key in config and matters(config[key]):
+            warnings.warn(
+                f"{key} = {config[key]!r} is a Flask-Session setting that"
+                f" flask-relay-session does not follow: {instead}.",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+    return result
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the caller's own code."""
+    level = 1
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "flask_relay_session"
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _invalid(key: str, expected: str, value: object) -> SessionConfigError:

@@ -11,6 +11,7 @@ from flask import Flask
 from flask import jsonify
 from flask.globals import request_ctx
 
+from .cli import cli as relay_session_cli
 from .config import Settings
 from .errors import RelaySessionError
 from .errors import SessionChainError
@@ -104,6 +105,7 @@ class RelaySession:
         app.register_error_handler(SessionStoreError, _store_error)
         app.register_error_handler(SessionChainError, self._handle_chain_error)
         app.teardown_request(_release_request_lock)
+        app.cli.add_command(relay_session_cli)
 
     def make_store(self, app: Flask, settings: Settings) -> SessionStore:
         """Return the store configured for ``app``.
@@ -128,6 +130,7 @@ class RelaySession:
                 prefix=settings.key_prefix,
                 lock_prefix=settings.lock_prefix,
                 preload_script=settings.preload_script,
+                layout=settings.layout,
             )
         if not (app.testing or app.debug):
             logger.warning(

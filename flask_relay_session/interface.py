@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import typing as t
 
@@ -36,6 +37,9 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_relay_session")
 
+#: What a request id must look like to appear in log lines.
+_LOG_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
 
 class RelaySessionInterface(SessionInterface):
     """Keeps ``flask.session`` in a :class:`~flask_relay_session.SessionStore`.
@@ -50,6 +54,13 @@ class RelaySessionInterface(SessionInterface):
 
     #: The class of the session objects.
     session_class = Session
+
+    #: The request header that names a request in the extension's debug log
+    #: lines (:attr:`Session.log_id`), so that they can be matched with the
+    #: logs of a proxy or of the app. A value of up to 64 letters, digits and
+    #: ``._:-`` is used as is; without one, or with ``None`` here, each
+    #: session gets 8 random hex digits.
+    log_id_header: str | None = "X-Request-ID"
 
     def __init__(self, store: SessionStore, settings: Settings) -> None:
         self.store = store
@@ -105,14 +116,19 @@ class RelaySessionInterface(SessionInterface):
         if value:
             content = signer.verify(value, self.get_bound_values(request))
         if content is None:
-            return self.session_class(policy)
-        session = self.session_class(
-            policy,
-            content.sid,
-            permanent=content.permanent,
-            expires_at=content.expires_at * 1000,
-        )
-        session.cookie_outdated = content.stale_key
+            session = self.session_class(policy)
+        else:
+            session = self.session_class(
+                policy,
+                content.sid,
+                permanent=content.permanent,
+                expires_at=content.expires_at * 1000,
+            )
+            session.cookie_outdated = content.stale_key
+        if self.log_id_header is not None:
+            log_id = request.headers.get(self.log_id_header)
+            if log_id is not None and _LOG_ID.fullmatch(log_id):
+                session.log_id = log_id
         return session
 
     def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:

@@ -56,6 +56,23 @@ def _untag_bytes(payload: str) -> bytes:
     return base64.b64decode(payload)
 
 
+def _int_payload(value: int) -> str:
+    """Return the digits of a big integer: decimal, or hex when very long.
+
+    Python refuses to convert integers of more than 4300 decimal digits to
+    and from strings (``sys.get_int_max_str_digits``); hexadecimal has no
+    such limit.
+    """
+    try:
+        return str(value)
+    except ValueError:
+        return hex(value)
+
+
+def _untag_int(payload: str) -> int:
+    return int(payload, 0)
+
+
 def _untag_surrogates(payload: str) -> str:
     return base64.b64decode(payload).decode("utf-8", "surrogatepass")
 
@@ -67,7 +84,7 @@ _UNTAG: dict[str, t.Callable[[t.Any], t.Any]] = {
     _TAG_UUID: UUID,
     _TAG_DATETIME: datetime.fromisoformat,
     _TAG_FLOAT: float,
-    _TAG_INT: int,
+    _TAG_INT: _untag_int,
     _TAG_EMPTY_LIST: lambda _: [],
     _TAG_STRING: _untag_surrogates,
 }
@@ -97,6 +114,9 @@ def encode_key(key: object) -> str:
 
     Keys that are not strings are converted the way :func:`json.dumps`
     converts them (``1`` becomes ``"1"``), as Flask's own session does.
+
+    :raises SessionSerializationError: the key is of another type, such as
+        a tuple.
     """
     if type(key) is not str:
         key = _coerce_key(key)
@@ -119,8 +139,9 @@ def _coerce_key(key: object) -> str:
         return str(key)
     if key is None or isinstance(key, (bool, int, float)):
         return t.cast(str, json.loads(json.dumps({key: 0})).popitem()[0])
-    raise TypeError(
-        f"keys must be str, int, float, bool or None, not {type(key).__name__}"
+    raise SessionSerializationError(
+        f"cannot use {key!r:.100} as a session key: keys must be str, int,"
+        f" float, bool or None, not {type(key).__name__}"
     )
 
 
@@ -142,7 +163,7 @@ class _Encoder:
         if kind is int:
             if -_SAFE_INT_LIMIT < value < _SAFE_INT_LIMIT:
                 return value
-            return {_TAG_INT: str(value)}
+            return {_TAG_INT: _int_payload(value)}
         if kind is float:
             return self.encode_float(value)
         if depth >= MAX_DEPTH:
@@ -168,8 +189,11 @@ class _Encoder:
         for key, item in value.items():
             try:
                 stored_key = encode_key(key)
-            except TypeError as error:
-                self.fail(str(error))
+            except SessionSerializationError:
+                self.fail(
+                    f"keys must be str, int, float, bool or None, not"
+                    f" {type(key).__name__} ({key!r:.100})"
+                )
             path.append(key)
             out[stored_key] = self.encode(item, depth)
             path.pop()
@@ -192,7 +216,8 @@ class _Encoder:
         if isinstance(value, (bytes, bytearray)):
             return {_TAG_BYTES: base64.b64encode(value).decode("ascii")}
         if callable(getattr(value, "__html__", None)):
-            return {_TAG_MARKUP: str(value.__html__())}
+            # Encoded like any string, so that lone surrogates get tagged.
+            return {_TAG_MARKUP: self.encode(str(value.__html__()), depth)}
         if isinstance(value, UUID):
             return {_TAG_UUID: value.hex}
         if isinstance(value, datetime):
@@ -230,9 +255,11 @@ def dumps(value: t.Any, path: t.Sequence[object] = ()) -> bytes:
         cannot be stored. The message names its path.
     """
     try:
-        return _DUMP(_Encoder(path).encode(value)).encode("utf-8")
-    except UnicodeEncodeError:
-        return _DUMP(_SurrogateEncoder(path).encode(value)).encode("utf-8")
+        try:
+            return _DUMP(_Encoder(path).encode(value)).encode("utf-8")
+        except UnicodeEncodeError:
+            # Only lone surrogates cannot be encoded: tag them, slowly.
+            return _DUMP(_SurrogateEncoder(path).encode(value)).encode("utf-8")
     except RecursionError:
         raise SessionSerializationError(
             f"cannot store {format_path(path)}: nesting is too deep"

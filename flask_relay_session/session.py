@@ -10,6 +10,8 @@ requests that change different parts of one session never undo each other.
 from __future__ import annotations
 
 import contextlib
+import logging
+import random
 import secrets
 import time
 import typing as t
@@ -19,14 +21,17 @@ from datetime import timezone
 
 from flask.sessions import SessionMixin
 
+from . import signals
 from .config import Settings
 from .cookies import new_session_id
 from .errors import SessionChainError
 from .errors import SessionDepthError
 from .errors import SessionLockError
 from .errors import SessionSerializationError
+from .serialization import decode_key
 from .serialization import dumps
 from .serialization import encode_key
+from .serialization import format_path
 from .serialization import loads
 from .stores.base import MAX_REDIRECT_DEPTH
 from .stores.base import Change
@@ -38,6 +43,10 @@ from .tracking import Path
 from .tracking import TrackedDict
 
 _MISSING = object()
+
+#: Debug lines name the session by the first 8 hex digits of its id and the
+#: request by :attr:`Session.log_id`: ``[<log id>] <event> session <sid>…``.
+logger = logging.getLogger("flask_relay_session")
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,17 @@ class SessionPolicy:
     def now(self) -> int:
         """The current time in milliseconds."""
         return int(self.clock() * 1000)
+
+    def wait(self, attempt: int) -> None:
+        """Sleep before lock attempt ``attempt``: linear backoff with jitter.
+
+        Attempt n waits n × ``RELAY_SESSION_LOCK_BACKOFF`` on average, spread
+        over ±50 % so that requests that collided once do not retry at the
+        same instants again.
+        """
+        time.sleep(
+            self.settings.lock_backoff * attempt * random.uniform(0.5, 1.5) / 1000
+        )
 
     def refresh_due(
         self, permanent: bool, expires_at: int, *, writing: bool = False
@@ -155,6 +175,10 @@ class Session(SessionMixin):
         self.refreshed = False
         #: The session was loaded by following a rotation redirect.
         self.is_redirected = False
+        #: Names this session object, and so the request, in log lines: 8
+        #: random hex digits, or the request's ``X-Request-ID`` (see
+        #: :attr:`~flask_relay_session.interface.RelaySessionInterface.log_id_header`).
+        self.log_id = secrets.token_hex(4)
         now = policy.now()
         #: The session id.
         self.sid = new_session_id() if sid is None else sid
@@ -282,17 +306,36 @@ class Session(SessionMixin):
             stored = policy.store.load(
                 self.sid, ttl=policy.lifetime if refresh else None
             )
-        except SessionChainError:
+        except SessionChainError as error:
+            logger.debug("[%s] load session %s…: %s", self.log_id, self.sid[:8], error)
             # The cookie leads nowhere: the response drops it.
             self._replace_data({})
             self._start_fresh()
             raise
         self._replace_data({} if stored is None else stored.data)
         if stored is None:
+            logger.debug(
+                "[%s] load session %s…: missing, going on as a new session",
+                self.log_id,
+                self.sid[:8],
+            )
             self._start_fresh()
             return
+        logger.debug(
+            "[%s] load session %s…: found, top-level keys: %d%s",
+            self.log_id,
+            self.sid[:8],
+            len(stored.data),
+            ", expiry refreshed" if refresh else "",
+        )
         self.refreshed = self.refreshed or refresh
         if stored.redirected:
+            logger.debug(
+                "[%s] load session %s…: followed a rotation redirect to %s…",
+                self.log_id,
+                self.sid[:8],
+                stored.sid[:8],
+            )
             self.is_redirected = True
             self._switch_to(stored.sid)
         self._created_at = stored.created_at
@@ -398,10 +441,52 @@ class Session(SessionMixin):
             # The session expired or was destroyed under this request: go on
             # as a new session holding what this request sees. The old id is
             # never used again.
+            logger.debug(
+                "[%s] save session %s…: missing, saving as a new session",
+                self.log_id,
+                self.sid[:8],
+            )
             self._start_fresh()
             self.save()
             return
+        created = self.new
         self._saved(result)
+        self._announce_save(changes, created=created, emptied=result.emptied)
+
+    def _announce_save(
+        self, changes: list[Change], *, created: bool, emptied: bool
+    ) -> None:
+        """Log a save and send the signals about it, if anyone listens."""
+        if created and not emptied and signals.session_created.receivers:
+            signals.send(signals.session_created, session=self, sid=self.sid)
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if not (debug or signals.session_saved.receivers):
+            return
+        paths = frozenset(
+            tuple(decode_key(key) if key[:1] == " " else key for key in change.path)
+            for change in changes
+        )
+        if debug:
+            logger.debug(
+                "[%s] save session %s…: %s%s",
+                self.log_id,
+                self.sid[:8],
+                ", ".join(sorted(format_path(path) for path in paths)),
+                " (new session)"
+                if created
+                else " (emptied, deleted)"
+                if emptied
+                else "",
+            )
+        if signals.session_saved.receivers:
+            signals.send(
+                signals.session_saved,
+                session=self,
+                sid=self.sid,
+                paths=paths,
+                created=created,
+                emptied=emptied,
+            )
 
     def _write_ttl(self) -> int | None:
         policy = self._policy
@@ -420,11 +505,13 @@ class Session(SessionMixin):
         self.cookie_outdated = True
         self.clear_dirty()
 
-    def _write(self, write: t.Callable[[str | None], MergeResult]) -> MergeResult:
+    def _write(
+        self, write: t.Callable[[str | None], MergeResult], operation: str = "save"
+    ) -> MergeResult:
         """Run a merge or rotation until it is done or the session is gone.
 
         Follows rotation redirects and, without the lock, waits while another
-        request holds it.
+        request holds it. ``operation`` names the write in logs and signals.
         """
         settings = self._policy.settings
         waits = redirects = 0
@@ -442,6 +529,13 @@ class Session(SessionMixin):
                         " times while this request was saving it"
                     )
                 assert result.redirect_to is not None
+                logger.debug(
+                    "[%s] %s session %s…: followed a rotation redirect to %s…",
+                    self.log_id,
+                    operation,
+                    self.sid[:8],
+                    result.redirect_to[:8],
+                )
                 self.is_redirected = True
                 self._switch_to(result.redirect_to)
                 continue
@@ -453,13 +547,41 @@ class Session(SessionMixin):
                 )
             waits += 1
             if waits > settings.lock_retries:
+                self._lock_timed_out(operation)
                 raise SessionLockError(
                     "another request held the session lock for too long; gave"
                     f" up saving after {settings.lock_retries} retries. Raise"
                     " RELAY_SESSION_LOCK_RETRIES or RELAY_SESSION_LOCK_BACKOFF"
                     " to wait longer."
                 )
-            time.sleep(settings.lock_backoff * waits / 1000)
+            logger.debug(
+                "[%s] %s session %s…: locked by another request, wait %d",
+                self.log_id,
+                operation,
+                self.sid[:8],
+                waits,
+            )
+            self._policy.wait(waits)
+
+    def _lock_timed_out(self, operation: str) -> None:
+        """Warn that a lock wait ran out, and send :data:`~.signals.lock_timeout`."""
+        retries = self._policy.settings.lock_retries
+        logger.warning(
+            "[%s] %s session %s…: gave up waiting for the session lock after"
+            " %d retries",
+            self.log_id,
+            operation,
+            self.sid[:8],
+            retries,
+        )
+        if signals.lock_timeout.receivers:
+            signals.send(
+                signals.lock_timeout,
+                session=self,
+                sid=self.sid,
+                operation=operation,
+                retries=retries,
+            )
 
     def refresh_untouched(self) -> None:
         """Extend the expiry of a session this request never loaded.
@@ -493,6 +615,7 @@ class Session(SessionMixin):
         new_sid = new_session_id()
         if self.new:
             self._switch_to(new_sid)
+            self._announce_rotation(None)
             return
         changes = self._changes()
         grace = policy.settings.rotation_grace_period or policy.lifetime
@@ -506,13 +629,35 @@ class Session(SessionMixin):
                 grace=grace,
                 lock_token=lock_token,
                 max_size=policy.settings.max_size,
-            )
+            ),
+            "rotate",
         )
         if result.status is MergeStatus.MISSING:
             self._start_fresh()
+            self._announce_rotation(None)
             return
+        old_sid = self.sid
         self._switch_to(new_sid)
         self._saved(result)
+        self._announce_rotation(old_sid)
+
+    def _announce_rotation(self, old_sid: str | None) -> None:
+        """Log a rotation and send :data:`~.signals.session_rotated`.
+
+        ``old_sid`` is the id left redirecting to the new one, or ``None``
+        when nothing was stored under the old id.
+        """
+        logger.debug(
+            "[%s] rotate session %s… to %s…%s",
+            self.log_id,
+            "(new)" if old_sid is None else old_sid[:8],
+            self.sid[:8],
+            "" if old_sid is None else ", the old id redirects",
+        )
+        if signals.session_rotated.receivers:
+            signals.send(
+                signals.session_rotated, session=self, sid=self.sid, old_sid=old_sid
+            )
 
     def destroy(self) -> None:
         """Delete the session from the store.
@@ -520,10 +665,14 @@ class Session(SessionMixin):
         The rest of the request sees a new, empty session with a new id, and
         the response replaces the cookie. The old id is never used again.
         """
-        self._policy.store.delete(self.sid)
+        old_sid = self.sid
+        self._policy.store.delete(old_sid)
         self.clear_dirty()
         self._root = TrackedDict({}, self._dirty)
         self._start_fresh()
+        logger.debug("[%s] destroy session %s…", self.log_id, old_sid[:8])
+        if signals.session_destroyed.receivers:
+            signals.send(signals.session_destroyed, session=self, sid=old_sid)
 
     @contextlib.contextmanager
     def lock(self) -> t.Iterator[Session]:
@@ -567,10 +716,17 @@ class Session(SessionMixin):
         token = secrets.token_hex(16)
         for attempt in range(settings.lock_retries + 1):
             if attempt:
-                time.sleep(settings.lock_backoff * attempt / 1000)
+                policy.wait(attempt)
             if policy.store.lock(self.sid, token, settings.lock_ttl):
                 self._lock = (self.sid, token)
+                logger.debug(
+                    "[%s] lock session %s…: acquired, attempt %d",
+                    self.log_id,
+                    self.sid[:8],
+                    attempt + 1,
+                )
                 return
+        self._lock_timed_out("acquire")
         raise SessionLockError(
             f"could not acquire the session lock after {settings.lock_retries}"
             " retries. Raise RELAY_SESSION_LOCK_RETRIES or"
@@ -581,7 +737,13 @@ class Session(SessionMixin):
         """Release the session lock if this request holds it."""
         lock, self._lock = self._lock, None
         if lock is not None:
-            self._policy.store.unlock(*lock)
+            released = self._policy.store.unlock(*lock)
+            logger.debug(
+                "[%s] unlock session %s…: %s",
+                self.log_id,
+                lock[0][:8],
+                "released" if released else "not held any more (it expired)",
+            )
 
     def _restore(self, pending: list[tuple[Path, bytes | None]]) -> None:
         """Drop every change but ``pending``; the next read loads again."""

@@ -60,7 +60,9 @@ class DirtyPaths:
         self._paths.clear()
 
     def __iter__(self) -> t.Iterator[Path]:
-        return iter(sorted(self._paths))
+        # Keys are strings, but ``session[1] = x`` is allowed as in Flask
+        # (stored as "1"): sort by the keys' text, never comparing types.
+        return iter(sorted(self._paths, key=_sort_key))
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -69,7 +71,11 @@ class DirtyPaths:
         return path in self._paths
 
     def __repr__(self) -> str:
-        return f"DirtyPaths({sorted(self._paths)!r})"
+        return f"DirtyPaths({list(self)!r})"
+
+
+def _sort_key(path: Path) -> tuple[tuple[str, str], ...]:
+    return tuple((type(key).__name__, str(key)) for key in path)
 
 
 def track(value: t.Any, dirty: DirtyPaths, path: Path, in_list: bool) -> t.Any:
@@ -79,7 +85,7 @@ def track(value: t.Any, dirty: DirtyPaths, path: Path, in_list: bool) -> t.Any:
     container that already reports to ``path`` is returned as it is.
     """
     if isinstance(value, TrackedDict):
-        if value._dirty is dirty and value._path == path:
+        if value._dirty is dirty and value._path == path and value._in_list == in_list:
             return value
     elif isinstance(value, TrackedList):
         if value._dirty is dirty and value._path == path:
@@ -193,6 +199,15 @@ class TrackedDict(dict[str, t.Any]):
         self._track_all()
         return super().items()
 
+    def copy(self) -> dict[str, t.Any]:
+        """Return a shallow copy as a plain ``dict``.
+
+        The values it shares with this dict are tracked, as they would be
+        when read from here.
+        """
+        self._track_all()
+        return dict(self)
+
     def _track_all(self) -> None:
         for key in self:
             self[key]
@@ -221,6 +236,61 @@ class TrackedList(list[t.Any]):
     def _changed(self) -> None:
         self._dirty.mark(self._path)
 
+    def _tracked(self, index: t.SupportsIndex, value: t.Any) -> t.Any:
+        """Return the item at ``index`` tracked, storing it so.
+
+        Items put in while the list is dirty are kept as given, so that the
+        caller's reference stays the stored value until the save; once the
+        list is clean again, they are tracked when read.
+        """
+        if isinstance(value, (dict, list)) and not self._dirty.covers(self._path):
+            tracked = track(value, self._dirty, self._path, True)
+            if tracked is not value:
+                super().__setitem__(index, tracked)
+            return tracked
+        return value
+
+    def _track_all(self) -> None:
+        if self._dirty.covers(self._path):
+            return
+        for index, value in enumerate(super().__iter__()):
+            self._tracked(index, value)
+
+    @t.overload
+    def __getitem__(self, index: t.SupportsIndex) -> t.Any: ...
+
+    @t.overload
+    def __getitem__(self, index: slice) -> list[t.Any]: ...
+
+    def __getitem__(self, index: t.SupportsIndex | slice) -> t.Any:
+        if isinstance(index, slice):
+            self._track_all()
+            return super().__getitem__(index)
+        return self._tracked(index, super().__getitem__(index))
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        self._track_all()
+        return super().__iter__()
+
+    def __reversed__(self) -> t.Iterator[t.Any]:
+        self._track_all()
+        return super().__reversed__()
+
+    def copy(self) -> list[t.Any]:
+        """Return a shallow copy as a plain ``list`` of tracked items."""
+        self._track_all()
+        return list(super().__iter__())
+
+    def __add__(self, other: list[t.Any]) -> list[t.Any]:
+        self._track_all()
+        return super().__add__(other)
+
+    def __mul__(self, count: t.SupportsIndex) -> list[t.Any]:
+        self._track_all()
+        return super().__mul__(count)
+
+    __rmul__ = __mul__
+
     def __setitem__(self, index: t.Any, value: t.Any) -> None:
         super().__setitem__(index, value)
         self._changed()
@@ -229,7 +299,7 @@ class TrackedList(list[t.Any]):
         super().__delitem__(index)
         self._changed()
 
-    def __iadd__(self, other: t.Iterable[t.Any]) -> TrackedList:  # type: ignore[misc]
+    def __iadd__(self, other: t.Iterable[t.Any]) -> TrackedList:
         super().__iadd__(other)
         self._changed()
         return self

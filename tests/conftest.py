@@ -227,8 +227,9 @@ def fakeredis_client() -> Iterator[object]:
 # Flask apps
 # --------------------------------------------------------------------------
 
-#: The stores every app-level behaviour test runs on.
-STORE_IDS = ("memory", "redis7", "redis6")
+#: The stores every app-level behaviour test runs on: ``<server>`` uses the
+#: JSON layout, ``<server>-hash`` the hash layout (``RELAY_SESSION_LAYOUT``).
+STORE_IDS = ("memory", "redis7", "redis6", "redis7-hash", "redis6-hash")
 
 
 @pytest.fixture(params=STORE_IDS)
@@ -236,15 +237,20 @@ def store_config(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
     """The ``app.config`` entries that select a store.
 
     Parametrized: the embedded memory store, and real Redis 7 and 6.2 servers
-    started by the suite (emptied after the test).
+    started by the suite (emptied after the test), each with the JSON and
+    the hash layout.
     """
     if request.param == "memory":
         yield {}
         return
-    server: RedisServer = request.getfixturevalue(f"{request.param}_server")
+    name, _, layout = request.param.partition("-")
+    server: RedisServer = request.getfixturevalue(f"{name}_server")
     if not server.is_running():
         server.start()
-    yield {"RELAY_SESSION_REDIS": server.url}
+    config: dict[str, object] = {"RELAY_SESSION_REDIS": server.url}
+    if layout:
+        config["RELAY_SESSION_LAYOUT"] = layout
+    yield config
     if server.is_running():
         server.resume()
     else:

@@ -1,7 +1,8 @@
 """SPEC §7: the Redis work each kind of request costs, counted on real Redis.
 
 The app talks to Redis through ``counting_redis``, a client that counts the
-round trips and bytes it sends to a real server (Redis 7 and 6.2).
+round trips and bytes it sends to a real server (Redis 7 and 6.2). Every test
+runs on both storage layouts (``RELAY_SESSION_LAYOUT``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from flask_relay_session import RelaySession
 from .redis_servers import CountingRedis
 
 
-def make_app(client: CountingRedis, **config: t.Any) -> Flask:
+def make_app(client: CountingRedis, layout: str, **config: t.Any) -> Flask:
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test secret", TESTING=True)
-    app.config.update(RELAY_SESSION_REDIS=client, **config)
+    app.config.update(RELAY_SESSION_REDIS=client, RELAY_SESSION_LAYOUT=layout)
+    app.config.update(config)
     RelaySession(app)
 
     @app.get("/noop")
@@ -62,15 +64,21 @@ def make_app(client: CountingRedis, **config: t.Any) -> Flask:
     return app
 
 
+@pytest.fixture(params=["json", "hash"])
+def layout(request: pytest.FixtureRequest) -> str:
+    """The storage layout (``RELAY_SESSION_LAYOUT``) of the test's app."""
+    return t.cast(str, request.param)
+
+
 @pytest.fixture
 def counter(counting_redis: CountingRedis) -> t.Any:
     return counting_redis.counter
 
 
 def test_request_that_never_touches_the_session_sends_nothing(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     client.get("/set/a/1")
     counter.reset()
     client.get("/noop")
@@ -78,9 +86,9 @@ def test_request_that_never_touches_the_session_sends_nothing(
 
 
 def test_new_session_with_nothing_stored_sends_nothing_and_sets_no_cookie(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     counter.reset()
     response = client.get("/read")
     assert response.json == {}
@@ -89,9 +97,9 @@ def test_new_session_with_nothing_stored_sends_nothing_and_sets_no_cookie(
 
 
 def test_read_only_request_costs_one_round_trip(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     client.get("/set/a/1")
     client.get("/read")  # sends the script's source once
     for _ in range(3):
@@ -102,10 +110,10 @@ def test_read_only_request_costs_one_round_trip(
 
 
 def test_read_only_request_with_expiry_refresh_costs_one_round_trip(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
     client = make_app(
-        counting_redis, PERMANENT_SESSION_LIFETIME=timedelta(minutes=5)
+        counting_redis, layout, PERMANENT_SESSION_LIFETIME=timedelta(minutes=5)
     ).test_client()
     client.get("/permanent")
     counter.reset()
@@ -115,9 +123,9 @@ def test_read_only_request_with_expiry_refresh_costs_one_round_trip(
 
 
 def test_untouched_permanent_session_refresh_is_one_ttl_only_round_trip(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     client.get("/permanent")
     counter.reset()
     response = client.get("/noop")
@@ -126,9 +134,9 @@ def test_untouched_permanent_session_refresh_is_one_ttl_only_round_trip(
 
 
 def test_untouched_permanent_session_without_rolling_sends_nothing(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis, RELAY_SESSION_ROLLING=False).test_client()
+    client = make_app(counting_redis, layout, RELAY_SESSION_ROLLING=False).test_client()
     client.get("/permanent")
     counter.reset()
     response = client.get("/noop")
@@ -137,9 +145,9 @@ def test_untouched_permanent_session_without_rolling_sends_nothing(
 
 
 def test_blind_write_costs_one_round_trip(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     client.get("/set/a/1")
     counter.reset()
     client.get("/set/b/2")
@@ -147,9 +155,9 @@ def test_blind_write_costs_one_round_trip(
 
 
 def test_read_modify_write_costs_two_round_trips(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     client.get("/increment")
     client.get("/increment")  # sends the scripts' sources once
     for _ in range(3):
@@ -160,9 +168,9 @@ def test_read_modify_write_costs_two_round_trips(
 
 
 def test_first_use_of_a_script_sends_its_source_once(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     counter.reset()
     client.get("/set/a/1")
     assert counter.commands == ["EVAL"]
@@ -172,9 +180,9 @@ def test_first_use_of_a_script_sends_its_source_once(
 
 
 def test_preloaded_scripts_are_never_sent_again(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    app = make_app(counting_redis, RELAY_SESSION_PRELOAD_SCRIPT=True)
+    app = make_app(counting_redis, layout, RELAY_SESSION_PRELOAD_SCRIPT=True)
     assert counter.commands.count("SCRIPT LOAD") >= 2
     counter.reset()
     client = app.test_client()
@@ -184,9 +192,9 @@ def test_preloaded_scripts_are_never_sent_again(
 
 
 def test_bytes_sent_for_a_write_follow_the_change_not_the_session(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     client.get("/fill/65536")
     counter.reset()
     client.get("/set/small/1")
@@ -195,9 +203,9 @@ def test_bytes_sent_for_a_write_follow_the_change_not_the_session(
 
 
 def test_forged_cookie_never_reaches_the_store(
-    counting_redis: CountingRedis, counter: t.Any
+    counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
-    client = make_app(counting_redis).test_client()
+    client = make_app(counting_redis, layout).test_client()
     client.set_cookie("session", "f" * 64 + "." + "A" * 43 + ".01900000000")
     counter.reset()
     assert client.get("/read").json == {}

@@ -41,6 +41,20 @@ def stored_state(app: Flask, sid: str) -> t.Any:
             return ("redirect", entry.redirect_to)
         return {key: json.loads(value) for key, value in entry.fields.items()}
     assert isinstance(store, RedisSessionStore)
+    if store.layout == "hash":
+        fields = {
+            name.decode(): value
+            for name, value in store.redis.hgetall(store.session_key(sid)).items()
+        }
+        if not fields:
+            return None
+        if " redirect" in fields:
+            return ("redirect", fields[" redirect"].decode())
+        return {
+            name: json.loads(value)
+            for name, value in fields.items()
+            if name not in {" created", " expires", " size", " version"}
+        }
     raw = store.redis.get(store.session_key(sid))
     if raw is None:
         return None

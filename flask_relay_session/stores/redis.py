@@ -1,11 +1,37 @@
 """Sessions in Redis, merged by Lua scripts.
 
-Each session is one key, ``<prefix>{<sid>}``, holding the JSON document
-``{"data": {...}, "meta": {"id": ..., "createdAt": ..., "expiresAt": ...}}``
-with the session's remaining lifetime as its Redis TTL. Its lock is
-``<prefix><lock_prefix>{<sid>}``. The braces are a Redis Cluster hash tag:
-a session and its lock live in one slot, and every script touches the keys of
-one session only, so every operation works on a cluster.
+Every session has a key, ``<prefix>{<sid>}``, whose Redis TTL is the
+session's remaining lifetime, and a lock, ``<prefix><lock_prefix>{<sid>}``.
+The braces are a Redis Cluster hash tag: a session and its lock live in one
+slot, and every script touches the keys of one session only, so every
+operation works on a cluster. The session key holds one of two layouts
+(``RELAY_SESSION_LAYOUT``), both with the same guarantees:
+
+``"json"`` (:class:`JsonLayout`)
+    A string, the JSON document ``{"data": {...}, "meta": {"id": ...,
+    "createdAt": ..., "expiresAt": ...}}``. A rotated-away id holds
+    ``{"data": null, "meta": {"redirectTo": <new sid>}}``. A merge decodes
+    and re-encodes the whole document inside Redis, which blocks the server
+    for about 15 µs per KB.
+
+``"hash"`` (:class:`HashLayout`)
+    A hash with a field per top-level key of the data, holding that value's
+    tagged JSON, plus the meta fields ``" created"`` and ``" expires"``
+    (milliseconds since the epoch), ``" size"`` (the sum of the lengths of
+    the data fields' names and values, in bytes, which
+    ``RELAY_SESSION_MAX_SIZE`` limits) and ``" version"`` (bumped by every
+    write). A rotated-away id is a hash too, whose only field is
+    ``" redirect"``, the id it leads to; the grace period is its TTL. Meta
+    names are a space and a letter, which no stored key can be (see
+    :func:`~flask_relay_session.serialization.encode_key`). A merge stores
+    a replaced top-level value as sent, without ``cjson``; a deeper path
+    decodes and re-encodes its own field only; the size is updated from the
+    lengths of the fields written, never summed over the session. So a
+    write costs Redis work in proportion to the fields it changes.
+
+The layouts cannot read each other's keys: switching a running app to the
+other layout needs another ``RELAY_SESSION_KEY_PREFIX`` (users sign in
+again), or its requests fail with ``WRONGTYPE`` errors.
 """
 
 from __future__ import annotations
@@ -24,6 +50,7 @@ from ..errors import SessionChainBrokenError
 from ..errors import SessionDepthError
 from ..errors import SessionStoreError
 from ..serialization import loads
+from ..serialization import loads_fields
 from .base import MAX_REDIRECT_DEPTH
 from .base import Change
 from .base import MergeResult
@@ -32,6 +59,7 @@ from .base import StoredSession
 from .base import too_large
 from .paths import apply_change
 from .paths import dumps
+from .paths import is_dict
 
 #: How often a rotation copies a session that keeps changing before it
 #: gives up and lets the caller wait and retry.
@@ -40,10 +68,19 @@ ROTATE_ATTEMPTS = 5
 #: A standalone, Sentinel or cluster client of redis-py.
 RedisClient = t.Union["redis.Redis", "redis.cluster.RedisCluster"]
 
+#: What a load or rotate script returns for a session: a JSON document, or
+#: a hash's fields and values in one flat list.
+Snapshot = t.Any
+
 
 def _text(value: bytes | str) -> str:
     """Return a reply string as ``str``, whatever ``decode_responses`` is."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    """Return a reply string as ``bytes``, whatever ``decode_responses`` is."""
+    return value.encode() if isinstance(value, str) else value
 
 
 def _now_ms() -> int:
@@ -61,18 +98,17 @@ class LuaScript:
 
     :param name: the script's file name in the ``lua`` folder, without
         ``.lua``.
-    :param uses_common: send ``common.lua``, the shared functions, in front
-        of it.
+    :param includes: the files of shared functions and names to send in
+        front of it, such as ``("common",)``.
     """
 
-    def __init__(self, name: str, *, uses_common: bool = False) -> None:
+    def __init__(self, name: str, *, includes: t.Sequence[str] = ()) -> None:
         #: The script's file name, without ``.lua``.
         self.name = name
-        files = ["common", name] if uses_common else [name]
         #: The Lua source.
         self.source = "\n".join(
             (resources.files(__package__) / "lua" / f"{file}.lua").read_text()
-            for file in files
+            for file in (*includes, name)
         )
         #: The SHA1 digest ``EVALSHA`` names the script by.
         self.sha = _sha1(self.source)
@@ -97,6 +133,174 @@ class LuaScript:
         return reply
 
 
+class Layout:
+    """How a session is kept under its key: the scripts and the format.
+
+    Every ``load`` script answers ``false`` (missing), ``{"redirect", sid}``
+    or ``{"found", snapshot, ttl}``; every ``merge`` and ``rotate`` script
+    takes the same arguments and gives the same replies as the JSON layout's
+    (see the ``.lua`` files). What differs is the snapshot and how a
+    rotation copies it, which subclasses define.
+    """
+
+    def __init__(
+        self,
+        *,
+        load: LuaScript,
+        merge: LuaScript,
+        rotate: LuaScript,
+        repoint: LuaScript,
+        extra: t.Sequence[LuaScript] = (),
+    ) -> None:
+        self.load = load
+        self.merge = merge
+        self.rotate = rotate
+        self.repoint = repoint
+        #: Every script of the layout.
+        self.scripts = (load, merge, rotate, repoint, *extra)
+
+    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
+        """Return the decoded data and the creation time of a snapshot."""
+        raise NotImplementedError
+
+    def fingerprint(self, snapshot: Snapshot) -> str:
+        """Return what the rotate script compares to see if a session changed."""
+        raise NotImplementedError
+
+    def copy(
+        self,
+        store: RedisSessionStore,
+        sid: str,
+        snapshot: Snapshot,
+        changes: t.Sequence[Change],
+        *,
+        now: int,
+        ttl: int,
+        max_size: int,
+    ) -> int:
+        """Write ``snapshot`` with ``changes`` as the session ``sid``.
+
+        Return the creation time it keeps.
+
+        :raises SessionSerializationError: the copy would be larger than
+            ``max_size``; nothing was written.
+        """
+        raise NotImplementedError
+
+
+class JsonLayout(Layout):
+    """One JSON string per session."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            load=LuaScript("load", includes=["common"]),
+            merge=LuaScript("merge"),
+            rotate=LuaScript("rotate", includes=["common"]),
+            repoint=LuaScript("repoint", includes=["common"]),
+        )
+
+    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
+        document = loads(snapshot)
+        return document["data"], int(document["meta"]["createdAt"])
+
+    def fingerprint(self, snapshot: Snapshot) -> str:
+        return _sha1(snapshot)
+
+    def copy(
+        self,
+        store: RedisSessionStore,
+        sid: str,
+        snapshot: Snapshot,
+        changes: t.Sequence[Change],
+        *,
+        now: int,
+        ttl: int,
+        max_size: int,
+    ) -> int:
+        document = json.loads(snapshot)
+        data = document["data"]
+        for change in changes:
+            apply_change(data, change)
+        created_at = int(document["meta"]["createdAt"])
+        meta = {"id": sid, "createdAt": created_at, "expiresAt": now + ttl}
+        encoded = dumps({"data": data, "meta": meta}).encode()
+        if len(encoded) > max_size:
+            raise too_large(len(encoded), max_size)
+        try:
+            store.redis.set(store.session_key(sid), encoded, px=ttl)
+        except RedisError as error:
+            raise SessionStoreError(_store_failed(error)) from error
+        return created_at
+
+
+#: The meta fields of a session hash (see ``lua/hash_common.lua``).
+CREATED, EXPIRES, SIZE, VERSION = " created", " expires", " size", " version"
+HASH_META = frozenset({CREATED, EXPIRES, SIZE, VERSION})
+
+
+class HashLayout(Layout):
+    """One Redis hash per session, a field per top-level key."""
+
+    def __init__(self) -> None:
+        includes = ["common", "hash_common"]
+        #: Writes a whole session hash: a rotation's copy.
+        self.write_copy = LuaScript("hash_copy")
+        super().__init__(
+            load=LuaScript("hash_load", includes=includes),
+            merge=LuaScript("hash_merge", includes=includes),
+            rotate=LuaScript("hash_rotate", includes=includes),
+            repoint=LuaScript("hash_repoint", includes=includes),
+            extra=[self.write_copy],
+        )
+
+    @staticmethod
+    def fields(snapshot: Snapshot) -> dict[str, bytes]:
+        """Return a snapshot's fields, meta fields included, by name."""
+        return {
+            _text(name): _bytes(value)
+            for name, value in zip(snapshot[::2], snapshot[1::2], strict=True)
+        }
+
+    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
+        fields = self.fields(snapshot)
+        created_at = int(fields.get(CREATED, 0))
+        data = {name: value for name, value in fields.items() if name not in HASH_META}
+        return loads_fields(data), created_at
+
+    def fingerprint(self, snapshot: Snapshot) -> str:
+        return self.fields(snapshot).get(VERSION, b"").decode()
+
+    def copy(
+        self,
+        store: RedisSessionStore,
+        sid: str,
+        snapshot: Snapshot,
+        changes: t.Sequence[Change],
+        *,
+        now: int,
+        ttl: int,
+        max_size: int,
+    ) -> int:
+        fields = self.fields(snapshot)
+        created_at = int(fields.get(CREATED, now))
+        data = {name: value for name, value in fields.items() if name not in HASH_META}
+        for change in changes:
+            _apply_to_field(data, change)
+        size = sum(len(name.encode()) + len(value) for name, value in data.items())
+        if size > max_size:
+            raise too_large(size, max_size)
+        args: list[t.Any] = [ttl, CREATED, created_at, EXPIRES, now + ttl]
+        args += [SIZE, size, VERSION, 1]
+        for name, value in data.items():
+            args += (name, value)
+        store._call(self.write_copy, [store.session_key(sid)], args)
+        return created_at
+
+
+#: The layouts, by their ``RELAY_SESSION_LAYOUT`` name.
+LAYOUTS: dict[str, t.Callable[[], Layout]] = {"json": JsonLayout, "hash": HashLayout}
+
+
 class RedisSessionStore:
     """A :class:`~flask_relay_session.SessionStore` in Redis.
 
@@ -109,6 +313,9 @@ class RedisSessionStore:
     :param lock_prefix: the prefix of lock keys, after ``prefix``.
     :param preload_script: load the scripts now, instead of sending them
         with the first call that needs them.
+    :param layout: ``"json"``, one JSON string per session, or ``"hash"``,
+        one hash per session with a field per top-level key (see the
+        module's documentation).
     """
 
     def __init__(
@@ -118,14 +325,16 @@ class RedisSessionStore:
         prefix: str = "sess:",
         lock_prefix: str = "lock:",
         preload_script: bool = False,
+        layout: str = "json",
     ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f'layout must be "json" or "hash", not {layout!r}')
         self.redis = redis
         self.prefix = prefix
         self.lock_prefix = lock_prefix
-        self._load = LuaScript("load", uses_common=True)
-        self._merge = LuaScript("merge")
-        self._rotate = LuaScript("rotate", uses_common=True)
-        self._repoint = LuaScript("repoint", uses_common=True)
+        #: How sessions are kept: ``"json"`` or ``"hash"``.
+        self.layout = layout
+        self._layout = LAYOUTS[layout]()
         self._unlock = LuaScript("unlock")
         if preload_script:
             self.load_scripts()
@@ -133,7 +342,7 @@ class RedisSessionStore:
     @property
     def scripts(self) -> tuple[LuaScript, ...]:
         """The Lua scripts this store runs."""
-        return (self._load, self._merge, self._rotate, self._repoint, self._unlock)
+        return (*self._layout.scripts, self._unlock)
 
     def load_scripts(self) -> None:
         """Load every script into the server with ``SCRIPT LOAD``."""
@@ -158,10 +367,11 @@ class RedisSessionStore:
         A chain of several redirects is shortened: each id on it is pointed
         straight at the session.
         """
+        layout = self._layout
         visited: list[str] = []
         for _ in range(MAX_REDIRECT_DEPTH + 1):
             reply = self._call(
-                self._load, [self.session_key(sid)], ["" if ttl is None else ttl]
+                layout.load, [self.session_key(sid)], ["" if ttl is None else ttl]
             )
             if not reply:
                 if not visited:
@@ -172,12 +382,12 @@ class RedisSessionStore:
                 )
             if _text(reply[0]) == "found":
                 for rotated in visited[:-1]:
-                    self._call(self._repoint, [self.session_key(rotated)], [sid])
-                document = loads(reply[1])
+                    self._call(layout.repoint, [self.session_key(rotated)], [sid])
+                data, created_at = layout.read(reply[1])
                 return StoredSession(
                     sid=sid,
-                    data=document["data"],
-                    created_at=int(document["meta"]["createdAt"]),
+                    data=data,
+                    created_at=created_at,
                     expires_at=_now_ms() + int(reply[2]),
                     redirected=bool(visited),
                 )
@@ -222,7 +432,7 @@ class RedisSessionStore:
             else:
                 args += ("s", len(change.path), *change.path, change.value)
         reply = self._call(
-            self._merge, [self.session_key(sid), self.lock_key(sid)], args
+            self._layout.merge, [self.session_key(sid), self.lock_key(sid)], args
         )
         status = _text(reply[0])
         if status == "done":
@@ -255,29 +465,25 @@ class RedisSessionStore:
         The two ids hash to different cluster slots, so this takes three
         steps, ordered so that nothing is lost and no reader is ever sent to
         a missing session: read the session, write its copy (with
-        ``changes``) under ``new_sid``, then replace the old document with
+        ``changes``) under ``new_sid``, then replace the old session with
         the redirect, but only if it did not change since it was read; if it
         did, copy it again.
         """
-        reply = self._call(self._load, [self.session_key(sid)], [""])
+        layout = self._layout
+        reply = self._call(layout.load, [self.session_key(sid)], [""])
         if not reply:
             return MergeResult(MergeStatus.MISSING)
         if _text(reply[0]) == "redirect":
             return MergeResult(MergeStatus.REDIRECTED, redirect_to=_text(reply[1]))
-        raw = reply[1]
-        new_key = self.session_key(new_sid)
+        snapshot = reply[1]
         for _ in range(ROTATE_ATTEMPTS):
-            document, created_at = _successor(raw, new_sid, changes, now, ttl)
-            if len(document) > max_size:
-                raise too_large(len(document), max_size)
-            try:
-                self.redis.set(new_key, document, px=ttl)
-            except RedisError as error:
-                raise SessionStoreError(_store_failed(error)) from error
+            created_at = layout.copy(
+                self, new_sid, snapshot, changes, now=now, ttl=ttl, max_size=max_size
+            )
             reply = self._call(
-                self._rotate,
+                layout.rotate,
                 [self.session_key(sid), self.lock_key(sid)],
-                [lock_token or "", _sha1(raw), new_sid, grace],
+                [lock_token or "", layout.fingerprint(snapshot), new_sid, grace],
             )
             status = _text(reply[0])
             if status == "done":
@@ -291,7 +497,7 @@ class RedisSessionStore:
                         MergeStatus.REDIRECTED, redirect_to=_text(reply[1])
                     )
                 return MergeResult(MergeStatus(status))
-            raw = reply[1]
+            snapshot = reply[1]
         self.delete(new_sid)
         return MergeResult(MergeStatus.LOCKED)
 
@@ -335,17 +541,22 @@ def _sha1(data: bytes | str) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def _successor(
-    raw: bytes | str, new_sid: str, changes: t.Sequence[Change], now: int, ttl: int
-) -> tuple[bytes, int]:
-    """The document of ``new_sid``: a copy of ``raw`` with ``changes``."""
-    document = json.loads(raw)
-    data = document["data"]
-    for change in changes:
-        apply_change(data, change)
-    created_at = int(document["meta"]["createdAt"])
-    meta = {"id": new_sid, "createdAt": created_at, "expiresAt": now + ttl}
-    return dumps({"data": data, "meta": meta}).encode(), created_at
+def _apply_to_field(fields: dict[str, bytes], change: Change) -> None:
+    """Apply ``change`` to data kept as each top-level key's JSON."""
+    top, *rest = change.path
+    if not rest:
+        if change.value is None:
+            fields.pop(top, None)
+        else:
+            fields[top] = change.value
+        return
+    tree = json.loads(fields[top]) if top in fields else None
+    if not is_dict(tree):
+        if change.value is None:
+            return
+        tree = {}
+    apply_change(t.cast("dict[str, t.Any]", tree), Change(tuple(rest), change.value))
+    fields[top] = dumps(tree).encode()
 
 
 def _store_failed(error: RedisError) -> str:

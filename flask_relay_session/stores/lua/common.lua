@@ -34,3 +34,63 @@ end
 local function redirect_document(target)
   return cjson.encode({data = cjson.null, meta = {redirectTo = target}})
 end
+
+-- cjson settings are global to the server: a script that decodes and
+-- re-encodes session data sets the ones it relies on itself.
+local function use_exact_cjson()
+  cjson.encode_number_precision(14)
+  cjson.encode_max_depth(1000)
+  cjson.decode_max_depth(1000)
+  cjson.encode_sparse_array(false, 2, 10)
+end
+
+-- A tag is a one-key object whose key is a space and one letter. A user's
+-- key " " is stored as two spaces: that dict is no tag.
+local function is_tag(value)
+  local key = next(value)
+  return type(key) == "string" and string.find(key, "^ %a$") ~= nil
+    and next(value, key) == nil
+end
+
+-- Whether a decoded value is a dict: not a list, a scalar or a tagged value.
+local function is_dict(value)
+  return type(value) == "table" and value[1] == nil and not is_tag(value)
+end
+
+-- The dict at parent[key], replacing whatever else is there.
+local function dict_at(parent, key)
+  local child = parent[key]
+  if not is_dict(child) then
+    child = {}
+    parent[key] = child
+  end
+  return child
+end
+
+-- Apply one change to the decoded tree `root`, whose keys are the first
+-- keys of the paths. The path is ARGV[first .. last]; a set's value JSON is
+-- ARGV[last + 1]. Setting creates the dicts above the path and replaces
+-- anything there that is not a dict; deleting a path that does not exist
+-- does nothing. Returns whether anything changed.
+local function apply_change(root, op, first, last)
+  local node = root
+  for position = first, last - 1 do
+    if op == "s" then
+      node = dict_at(node, ARGV[position])
+    else
+      node = node[ARGV[position]]
+      if not is_dict(node) then
+        return false
+      end
+    end
+  end
+  if op == "s" then
+    node[ARGV[last]] = cjson.decode(ARGV[last + 1])
+    return true
+  end
+  if node[ARGV[last]] == nil then
+    return false
+  end
+  node[ARGV[last]] = nil
+  return true
+end

@@ -46,10 +46,11 @@ else
   return {"missing"}
 end
 
--- A tag is a one-key object whose key is a space and one letter.
+-- A tag is a one-key object whose key is a space and one letter. A user's
+-- key " " is stored as two spaces: that dict is no tag.
 local function is_tag(value)
   local key = next(value)
-  return type(key) == "string" and #key == 2 and string.sub(key, 1, 1) == " "
+  return type(key) == "string" and string.find(key, "^ %a$") ~= nil
     and next(value, key) == nil
 end
 

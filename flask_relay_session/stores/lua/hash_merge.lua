@@ -1,0 +1,156 @@
+-- Apply changed paths to one session hash, atomically with the lock check.
+--
+-- KEYS[1]  the session key, <prefix>{<sid>}
+-- KEYS[2]  the lock key, <prefix><lock_prefix>{<sid>}
+-- ARGV[1]  the caller's lock token, or "" when it holds no lock
+-- ARGV[2]  now, in milliseconds since the epoch
+-- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
+-- ARGV[4]  "1" to create the session when it does not exist, else "0"
+-- ARGV[5]  the largest the session's data may become, in bytes (" size")
+-- ARGV[6]  the session id (unused: the hash layout keeps no id field)
+-- ARGV[7]  the number of changes, then each change as:
+--          "s", depth, key 1 .. key depth, value JSON   (set a path)
+--          "d", depth, key 1 .. key depth               (delete a path)
+--
+-- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
+-- {"too_large", size} or {"done", created_ms, expires_ms, emptied}.
+-- Nothing is written unless the reply is "done".
+--
+-- Redis work follows the fields the paths touch, not the session: a field
+-- replaced whole (a path of depth 1) is stored as sent, without cjson; a
+-- deeper path decodes and re-encodes its own field only. The size is kept
+-- up to date from the lengths of the touched fields.
+
+local key = KEYS[1]
+local refusal = lock_refusal(KEYS[2], ARGV[1])
+if refusal then
+  return refusal
+end
+
+local target = redis.call("HGET", key, REDIRECT)
+if target then
+  return {"redirected", target}
+end
+
+local now = tonumber(ARGV[2])
+local created
+if redis.call("EXISTS", key) == 1 then
+  created = tonumber(redis.call("HGET", key, CREATED)) or now
+elseif ARGV[4] == "1" then
+  created = now
+else
+  return {"missing"}
+end
+
+local ttl
+if ARGV[3] ~= "" then
+  ttl = tonumber(ARGV[3])
+else
+  ttl = redis.call("PTTL", key)
+  if ttl < 0 then
+    return {"missing"}
+  end
+end
+
+use_exact_cjson()
+
+local touched = {}  -- the fields the changes touch, in order
+local before = {}   -- field -> the length of its stored value, 0 if none
+local raw = {}      -- field -> the JSON to store, or false to delete it
+local tree = {}     -- field -> its decoded value, for fields in `decoded`
+local decoded = {}  -- field -> true when `tree` holds the field's value
+local dirty = {}    -- field -> true when the field must be written
+
+local function touch(field)
+  if before[field] == nil then
+    touched[#touched + 1] = field
+    before[field] = redis.call("HSTRLEN", key, field)
+  end
+end
+
+local function decode(field)
+  if decoded[field] then
+    return
+  end
+  local json = raw[field]
+  if json == nil then
+    json = redis.call("HGET", key, field)
+  end
+  if json then
+    tree[field] = cjson.decode(json)
+  end
+  raw[field] = nil
+  decoded[field] = true
+end
+
+local index = 8
+for _ = 1, tonumber(ARGV[7]) do
+  local op = ARGV[index]
+  local depth = tonumber(ARGV[index + 1])
+  local first = index + 2
+  local last = first + depth - 1
+  local field = ARGV[first]
+  touch(field)
+  if depth == 1 then
+    raw[field] = op == "s" and ARGV[last + 1]
+    tree[field] = nil
+    decoded[field] = nil
+    dirty[field] = true
+  else
+    decode(field)
+    if apply_change(tree, op, first, last) then
+      dirty[field] = true
+    end
+  end
+  index = op == "s" and last + 2 or last + 1
+end
+
+-- What to store for a touched field: its JSON, false to delete it, or nil
+-- to leave it as it is.
+local function result(field)
+  if not dirty[field] then
+    return nil
+  elseif not decoded[field] then
+    return raw[field]
+  elseif tree[field] == nil then
+    return false
+  end
+  return cjson.encode(tree[field])
+end
+
+local size = tonumber(redis.call("HGET", key, SIZE)) or 0
+local values = {}
+for position, field in ipairs(touched) do
+  local value = result(field)
+  if value ~= nil then
+    if before[field] > 0 then
+      size = size - #field - before[field]
+    end
+    if value then
+      size = size + #field + #value
+    end
+  end
+  values[position] = value
+end
+if size > tonumber(ARGV[5]) then
+  return {"too_large", size}
+end
+
+for position, field in ipairs(touched) do
+  local value = values[position]
+  if value then
+    redis.call("HSET", key, field, value)
+  elseif value == false then
+    redis.call("HDEL", key, field)
+  end
+end
+redis.call("HSET", key, CREATED, created, EXPIRES, now + ttl, SIZE, size)
+redis.call("HINCRBY", key, VERSION, 1)
+if redis.call("HLEN", key) <= META_FIELDS then
+  redis.call("DEL", key)
+  return {"done", created, now, 1}
+end
+if ARGV[3] ~= "" then
+  redis.call("PEXPIRE", key, ttl)
+end
+return {"done", created, now + ttl, 0}
