@@ -190,9 +190,9 @@ class RelaySessionInterface(SessionInterface):
         samesite = self.get_cookie_samesite(app)
         httponly = self.get_cookie_httponly(app)
         if session.emptied or session.new:
-            # Nothing is stored under this id: drop whatever cookie the
-            # client had.
-            if session.modified:
+            # Nothing is stored under this id: drop the client's cookie, if
+            # it sent one.
+            if session.modified and name in request.cookies:
                 response.delete_cookie(
                     name,
                     domain=domain,

@@ -595,3 +595,16 @@ def test_cookie_parsing_is_strict_about_the_name(app: Flask) -> None:
     cookie = session_cookie(client.get("/set/a/1"))
     assert cookie is not None
     assert parse_cookie(f"session={cookie}")["session"] == cookie
+
+
+def test_making_a_new_session_permanent_without_data_sends_no_cookie(
+    app: Flask,
+) -> None:
+    @app.get("/remember-me")
+    def remember_me() -> str:
+        session.permanent = True
+        return "ok"
+
+    response = app.test_client().get("/remember-me")
+    assert set_cookie_headers(response) == []
+    assert stored_count(app) == 0

@@ -85,12 +85,7 @@ class Strategies:
         )
 
 
-#: Keys left out until ``stores/paths.py`` is fixed: its ``is_dict`` takes a
-#: dict whose only key is " " (stored as two spaces) for a tag, so the memory
-#: store's merges and every store's rotation drop or replace it. See the
-#: xfailed tests in test_store_roundtrip.py. Empty this set once fixed.
-KNOWN_BROKEN_KEYS = {" "}
-STRATEGIES = Strategies([key for key in TRICKY_KEYS if key not in KNOWN_BROKEN_KEYS])
+STRATEGIES = Strategies(list(TRICKY_KEYS))
 
 
 # --------------------------------------------------------------------------

@@ -189,16 +189,8 @@ def test_numeric_looking_keys_stay_a_dict_after_merges(store: Store) -> None:
 
 
 def test_a_dict_whose_key_is_one_space_is_merged_into_not_replaced(
-    store: Store, request: pytest.FixtureRequest
+    store: Store,
 ) -> None:
-    if isinstance(store, MemorySessionStore):
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="stores/paths.py is_dict() takes the stored key '  ' (a"
-                " user's ' ') for a tag and replaces or skips the dict",
-                strict=True,
-            )
-        )
     # Stored as {"  ": ...}: two spaces, which the merge must not take for a
     # tag (a tag is a space and a letter).
     create(store, {"a": {" ": 1}, "b": {" ": {"k": 1, "j": 2}}})
@@ -508,11 +500,6 @@ def test_every_protocol_and_response_mode_round_trips(
     store.redis.close()
 
 
-@pytest.mark.xfail(
-    reason="lua/common.lua redirect_target() calls cjson.decode without setting"
-    " decode_max_depth, and cjson settings are global to the server",
-    strict=True,
-)
 def test_load_works_after_another_script_changes_cjson_settings(
     redis_url: str,
 ) -> None:
@@ -564,11 +551,6 @@ def test_every_tricky_value_survives_a_rotation_and_a_merge_after_it(
     assert_same(stored.data, expected)
 
 
-@pytest.mark.xfail(
-    reason="stores/paths.py is_dict() takes the stored key '  ' (a user's ' ')"
-    " for a tag: rotating with a change under such a dict replaces it",
-    strict=True,
-)
 def test_a_rotation_merges_into_a_dict_whose_key_is_one_space(store: Store) -> None:
     create(store, {"a": {" ": 1}})
     assert rotate(store, [change(["a", "x"], 2)]).status is MergeStatus.DONE

@@ -8,7 +8,6 @@ than one process serves the app.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import typing as t
@@ -24,9 +23,8 @@ from .base import MergeResult
 from .base import MergeStatus
 from .base import StoredSession
 from .base import too_large
-from .paths import apply_change
+from .paths import apply_change_to_fields
 from .paths import dumps
-from .paths import is_dict
 
 
 @dataclass
@@ -44,24 +42,6 @@ class _Entry:
             len(dumps(key).encode()) + 2 + len(value)
             for key, value in self.fields.items()
         )
-
-
-def _apply(fields: dict[str, bytes], change: Change) -> None:
-    """Apply ``change`` to a session kept as each top-level key's JSON."""
-    top, *rest = change.path
-    if not rest:
-        if change.value is None:
-            fields.pop(top, None)
-        else:
-            fields[top] = change.value
-        return
-    tree = json.loads(fields[top]) if top in fields else None
-    if not is_dict(tree):
-        if change.value is None:
-            return
-        tree = {}
-    apply_change(t.cast("dict[str, t.Any]", tree), Change(tuple(rest), change.value))
-    fields[top] = dumps(tree).encode()
 
 
 def _check_size(entry: _Entry, max_size: int) -> None:
@@ -179,7 +159,7 @@ class MemorySessionStore:
                 )
             updated = _Entry(entry.created_at, entry.expires_at, dict(entry.fields))
             for change in changes:
-                _apply(updated.fields, change)
+                apply_change_to_fields(updated.fields, change)
             if not updated.fields:
                 self._sessions.pop(sid, None)
                 return MergeResult(
@@ -224,7 +204,7 @@ class MemorySessionStore:
                 )
             moved = _Entry(entry.created_at, now + ttl, dict(entry.fields))
             for change in changes:
-                _apply(moved.fields, change)
+                apply_change_to_fields(moved.fields, change)
             _check_size(moved, max_size)
             self._sessions[new_sid] = moved
             self._sessions[sid] = _Entry(

@@ -24,7 +24,8 @@ def is_dict(value: t.Any) -> bool:
     if len(value) != 1:
         return True
     key = next(iter(value))
-    return not (len(key) == 2 and key[0] == " ")
+    # A tag is a space and one letter; a user's key " " is stored as "  ".
+    return not (len(key) == 2 and key[0] == " " and key[1].isalpha())
 
 
 def apply_change(tree: dict[str, t.Any], change: Change) -> None:
@@ -42,3 +43,25 @@ def apply_change(tree: dict[str, t.Any], change: Change) -> None:
         node.pop(last, None)
     else:
         node[last] = json.loads(change.value)
+
+
+def apply_change_to_fields(fields: dict[str, bytes], change: Change) -> None:
+    """Apply ``change`` to data kept as each top-level key's JSON, in place.
+
+    A change of a whole top-level key replaces or removes its JSON as it is;
+    a deeper change decodes and re-encodes that one key only.
+    """
+    top, *rest = change.path
+    if not rest:
+        if change.value is None:
+            fields.pop(top, None)
+        else:
+            fields[top] = change.value
+        return
+    tree = json.loads(fields[top]) if top in fields else None
+    if not is_dict(tree):
+        if change.value is None:
+            return
+        tree = {}
+    apply_change(t.cast("dict[str, t.Any]", tree), Change(tuple(rest), change.value))
+    fields[top] = dumps(tree).encode()

@@ -58,8 +58,8 @@ from .base import MergeStatus
 from .base import StoredSession
 from .base import too_large
 from .paths import apply_change
+from .paths import apply_change_to_fields
 from .paths import dumps
-from .paths import is_dict
 
 #: How often a rotation copies a session that keeps changing before it
 #: gives up and lets the caller wait and retry.
@@ -194,7 +194,7 @@ class JsonLayout(Layout):
     def __init__(self) -> None:
         super().__init__(
             load=LuaScript("load", includes=["common"]),
-            merge=LuaScript("merge"),
+            merge=LuaScript("merge", includes=["common"]),
             rotate=LuaScript("rotate", includes=["common"]),
             repoint=LuaScript("repoint", includes=["common"]),
         )
@@ -285,7 +285,7 @@ class HashLayout(Layout):
         created_at = int(fields.get(CREATED, now))
         data = {name: value for name, value in fields.items() if name not in HASH_META}
         for change in changes:
-            _apply_to_field(data, change)
+            apply_change_to_fields(data, change)
         size = sum(len(name.encode()) + len(value) for name, value in data.items())
         if size > max_size:
             raise too_large(size, max_size)
@@ -539,24 +539,6 @@ def _sha1(data: bytes | str) -> str:
     if isinstance(data, str):
         data = data.encode()
     return hashlib.sha1(data).hexdigest()
-
-
-def _apply_to_field(fields: dict[str, bytes], change: Change) -> None:
-    """Apply ``change`` to data kept as each top-level key's JSON."""
-    top, *rest = change.path
-    if not rest:
-        if change.value is None:
-            fields.pop(top, None)
-        else:
-            fields[top] = change.value
-        return
-    tree = json.loads(fields[top]) if top in fields else None
-    if not is_dict(tree):
-        if change.value is None:
-            return
-        tree = {}
-    apply_change(t.cast("dict[str, t.Any]", tree), Change(tuple(rest), change.value))
-    fields[top] = dumps(tree).encode()
 
 
 def _store_failed(error: RedisError) -> str:

@@ -2,6 +2,13 @@
 -- file in front of each script that uses it, so each script stays one
 -- self-contained EVAL.
 
+-- cjson settings are global to the server, and any script may change them:
+-- every script that includes this file starts by setting the ones it relies on.
+cjson.encode_number_precision(14)
+cjson.encode_max_depth(1000)
+cjson.decode_max_depth(1000)
+cjson.encode_sparse_array(false, 2, 10)
+
 -- The reply that refuses a write because of the lock, or nil to go on.
 -- A caller with a token must still hold the lock; a caller without one must
 -- find it free.
@@ -33,15 +40,6 @@ end
 -- The document that redirects a rotated-away id to its successor.
 local function redirect_document(target)
   return cjson.encode({data = cjson.null, meta = {redirectTo = target}})
-end
-
--- cjson settings are global to the server: a script that decodes and
--- re-encodes session data sets the ones it relies on itself.
-local function use_exact_cjson()
-  cjson.encode_number_precision(14)
-  cjson.encode_max_depth(1000)
-  cjson.decode_max_depth(1000)
-  cjson.encode_sparse_array(false, 2, 10)
 end
 
 -- A tag is a one-key object whose key is a space and one letter. A user's

@@ -52,8 +52,6 @@ else
   end
 end
 
-use_exact_cjson()
-
 local touched = {}  -- the fields the changes touch, in order
 local before = {}   -- field -> the length of its stored value, 0 if none
 local raw = {}      -- field -> the JSON to store, or false to delete it

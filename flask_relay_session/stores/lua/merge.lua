@@ -6,7 +6,7 @@
 -- ARGV[2]  now, in milliseconds since the epoch
 -- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
 -- ARGV[4]  "1" to create the session when it does not exist, else "0"
--- ARGV[5]  the largest the document may become, in bytes
+-- ARGV[5]  the largest the session data may become, in bytes of JSON
 -- ARGV[6]  the session id, written into a created document's meta
 -- ARGV[7]  the number of changes, then each change as:
 --          "s", depth, key 1 .. key depth, value JSON   (set a path)
@@ -16,20 +16,9 @@
 -- {"too_large", size} or {"done", created_ms, expires_ms, emptied}.
 -- Nothing is written unless the reply is "done".
 
--- cjson settings are global to the server: set the ones relied on here.
-cjson.encode_number_precision(14)
-cjson.encode_max_depth(1000)
-cjson.decode_max_depth(1000)
-cjson.encode_sparse_array(false, 2, 10)
-
-local token = ARGV[1]
-local holder = redis.call("GET", KEYS[2])
-if token ~= "" then
-  if holder ~= token then
-    return {"lock_lost"}
-  end
-elseif holder then
-  return {"locked"}
+local refusal = lock_refusal(KEYS[2], ARGV[1])
+if refusal then
+  return refusal
 end
 
 local now = tonumber(ARGV[2])
@@ -46,52 +35,14 @@ else
   return {"missing"}
 end
 
--- A tag is a one-key object whose key is a space and one letter. A user's
--- key " " is stored as two spaces: that dict is no tag.
-local function is_tag(value)
-  local key = next(value)
-  return type(key) == "string" and string.find(key, "^ %a$") ~= nil
-    and next(value, key) == nil
-end
-
--- The dict at parent[key], replacing whatever else is there.
-local function dict_at(parent, key)
-  local child = parent[key]
-  if type(child) ~= "table" or child[1] ~= nil or is_tag(child) then
-    child = {}
-    parent[key] = child
-  end
-  return child
-end
-
 local data = doc.data
 local index = 8
 for _ = 1, tonumber(ARGV[7]) do
   local op = ARGV[index]
-  local depth = tonumber(ARGV[index + 1])
   local first = index + 2
-  local last = first + depth - 1
-  local node = data
-  for position = first, last - 1 do
-    if op == "s" then
-      node = dict_at(node, ARGV[position])
-    else
-      node = node[ARGV[position]]
-      if type(node) ~= "table" or node[1] ~= nil or is_tag(node) then
-        node = nil
-        break
-      end
-    end
-  end
-  if op == "s" then
-    node[ARGV[last]] = cjson.decode(ARGV[last + 1])
-    index = last + 2
-  else
-    if node then
-      node[ARGV[last]] = nil
-    end
-    index = last + 1
-  end
+  local last = first + tonumber(ARGV[index + 1]) - 1
+  apply_change(data, op, first, last)
+  index = op == "s" and last + 2 or last + 1
 end
 
 local created = tonumber(doc.meta.createdAt) or now
@@ -109,10 +60,14 @@ else
     return {"missing"}
   end
 end
-doc.meta.expiresAt = now + ttl
-local encoded = cjson.encode(doc)
+
+-- The data is encoded once, measured, and framed with its meta.
+local encoded = cjson.encode(data)
 if #encoded > tonumber(ARGV[5]) then
   return {"too_large", #encoded}
 end
-redis.call("SET", KEYS[1], encoded, "PX", ttl)
+doc.meta.expiresAt = now + ttl
+doc.data = nil
+local meta = cjson.encode(doc.meta)
+redis.call("SET", KEYS[1], '{"data":' .. encoded .. ',"meta":' .. meta .. "}", "PX", ttl)
 return {"done", created, now + ttl, 0}
