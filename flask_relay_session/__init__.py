@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import signals as signals
 from .errors import RelaySessionError as RelaySessionError
 from .errors import SessionChainBrokenError as SessionChainBrokenError
 from .errors import SessionChainError as SessionChainError
