@@ -17,6 +17,7 @@ import time
 import typing as t
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timedelta
 from datetime import timezone
 
 from flask.sessions import SessionMixin
@@ -100,6 +101,13 @@ class SessionPolicy:
         if rolling is True:
             return True
         return expires_at - self.now() < (1 - rolling) * self.lifetime
+
+
+def _milliseconds(duration: float | timedelta) -> int:
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    if not seconds >= 0:
+        raise ValueError(f"a grace period cannot be negative; got {duration!r}")
+    return round(seconds * 1000)
 
 
 def _lookup(root: dict[str, t.Any], path: Path) -> t.Any:
@@ -349,6 +357,17 @@ class Session(SessionMixin):
         self._root = root
         self._loaded = True
 
+    def _continue_as_new(self) -> None:
+        """Go on as a new session holding only this request's own changes.
+
+        Used when the stored session vanished under the request: it expired,
+        or a concurrent logout destroyed it. What the request loaded from it
+        must not come back under a new id; what it changed is kept.
+        """
+        pending = self._encode(self._pending_paths())
+        self._start_fresh()
+        self._restore(pending)
+
     def _start_fresh(self) -> None:
         """Go on as a new session, under a new id, with nothing stored."""
         now = self._policy.now()
@@ -438,15 +457,13 @@ class Session(SessionMixin):
             )
         )
         if result.status is MergeStatus.MISSING:
-            # The session expired or was destroyed under this request: go on
-            # as a new session holding what this request sees. The old id is
-            # never used again.
+            # The session expired or was destroyed under this request.
             logger.debug(
                 "[%s] save session %s…: missing, saving as a new session",
                 self.log_id,
                 self.sid[:8],
             )
-            self._start_fresh()
+            self._continue_as_new()
             self.save()
             return
         created = self.new
@@ -600,16 +617,25 @@ class Session(SessionMixin):
 
     # -- lifecycle -------------------------------------------------------
 
-    def rotate_id(self) -> None:
+    def rotate_id(self, *, grace_period: float | timedelta | None = None) -> None:
         """Move the session to a new id, against session fixation.
 
         Call it after login and whenever privileges change. The data, with
         this request's pending changes, moves to a new id and the response
-        carries a new cookie. The old id redirects to the new one for
-        ``RELAY_SESSION_ROTATION_GRACE_PERIOD``, so that requests still in
-        flight with the old cookie are served the new session, and their
-        writes land there. Waits like :meth:`save` while another request
-        holds the lock.
+        carries a new cookie. The old id redirects to the new one for the
+        grace period, so that requests still in flight with the old cookie
+        are served the new session, and their writes land there. Waits like
+        :meth:`save` while another request holds the lock.
+
+        Whoever holds the old id during the grace period is served the new
+        session too. Where the old id may be known to an attacker (a login
+        after an anonymous visit, against session fixation), pass a grace
+        period of 0: the old id is deleted instead of redirected, and
+        requests in flight with it get a fresh session.
+
+        :param grace_period: how long the old id redirects, in seconds or as
+            a timedelta; by default ``RELAY_SESSION_ROTATION_GRACE_PERIOD``,
+            itself by default the session lifetime.
         """
         policy = self._policy
         new_sid = new_session_id()
@@ -618,7 +644,10 @@ class Session(SessionMixin):
             self._announce_rotation(None)
             return
         changes = self._changes()
-        grace = policy.settings.rotation_grace_period or policy.lifetime
+        if grace_period is None:
+            grace = policy.settings.rotation_grace_period or policy.lifetime
+        else:
+            grace = _milliseconds(grace_period)
         result = self._write(
             lambda lock_token: policy.store.rotate(
                 self.sid,
@@ -633,7 +662,7 @@ class Session(SessionMixin):
             "rotate",
         )
         if result.status is MergeStatus.MISSING:
-            self._start_fresh()
+            self._continue_as_new()
             self._announce_rotation(None)
             return
         old_sid = self.sid

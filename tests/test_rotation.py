@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask import jsonify
 from flask import redirect
+from flask import request
 from flask import session
 from flask.testing import FlaskClient
 
@@ -115,6 +116,16 @@ def app(make_app: MakeApp) -> Flask:
         session.destroy()  # type: ignore[attr-defined]
         session["fresh"] = True
         return "ok"
+
+    @app.get("/slow-request")
+    def slow_request() -> t.Any:
+        seen = dict(session)
+        # Meanwhile, the user logs out in another tab.
+        logout = app.test_client()
+        logout.set_cookie("session", request.cookies["session"])
+        logout.get("/logout")
+        session["last_page"] = "/slow-request"
+        return jsonify(seen)
 
     return app
 
@@ -353,3 +364,57 @@ def test_rotation_inside_a_lock_keeps_the_lock_on_the_new_id(
         "released": True,
     }
     assert client.get("/read").json == {"n": 1}
+
+
+def test_rotation_with_no_grace_period_deletes_the_old_id(make_app: MakeApp) -> None:
+    app = make_app()
+
+    @app.get("/login")
+    def login() -> str:
+        session["user"] = "ada"
+        session.rotate_id(grace_period=0)  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.get("/visit")
+    def visit() -> str:
+        session["visited"] = True
+        return "ok"
+
+    @app.get("/read")
+    def read() -> t.Any:
+        return jsonify(dict(session))
+
+    victim = app.test_client()
+    victim.get("/visit")
+    planted = victim.get_cookie("session").value  # type: ignore[union-attr]
+    victim.get("/login")
+    assert stored_state(app, planted.split(".")[0]) is None
+    attacker = client_with(app, planted)
+    assert attacker.get("/read").json == {}
+    assert victim.get("/read").json == {"visited": True, "user": "ada"}
+
+
+def test_negative_grace_period_is_refused(make_app: MakeApp) -> None:
+    app = make_app()
+
+    @app.get("/rotate")
+    def rotate() -> str:
+        session["a"] = 1
+        session.save()  # type: ignore[attr-defined]
+        try:
+            session.rotate_id(grace_period=-1)  # type: ignore[attr-defined]
+        except ValueError as error:
+            return str(error)
+        return "rotated"
+
+    assert "negative" in app.test_client().get("/rotate").text
+
+
+def test_request_in_flight_cannot_undo_a_concurrent_logout(
+    app: Flask, client: FlaskClient
+) -> None:
+    client.get("/set/user/ada")
+    old = sid_of(client)
+    assert client.get("/slow-request").json == {"cart": "apples", "user": "ada"}
+    assert sid_of(client) != old
+    assert client.get("/read").json["data"] == {"last_page": "/slow-request"}

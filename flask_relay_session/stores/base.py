@@ -184,7 +184,8 @@ class SessionStore(t.Protocol):
 
         Afterwards ``new_sid`` holds the session, created when ``sid`` was,
         expiring after ``ttl`` milliseconds, and ``sid`` holds a redirect to
-        ``new_sid`` for ``grace`` milliseconds. No write to ``sid`` may be
+        ``new_sid`` for ``grace`` milliseconds, or is deleted when ``grace`` is
+        0. No write to ``sid`` may be
         lost: one that lands while the rotation runs must end up under
         ``new_sid``. The lock of ``sid`` is checked as in :meth:`merge`, and
         the outcomes are the same.

@@ -207,9 +207,12 @@ class MemorySessionStore:
                 apply_change_to_fields(moved.fields, change)
             _check_size(moved, max_size)
             self._sessions[new_sid] = moved
-            self._sessions[sid] = _Entry(
-                entry.created_at, now + grace, redirect_to=new_sid
-            )
+            if grace > 0:
+                self._sessions[sid] = _Entry(
+                    entry.created_at, now + grace, redirect_to=new_sid
+                )
+            else:
+                del self._sessions[sid]
             return MergeResult(
                 MergeStatus.DONE, created_at=moved.created_at, expires_at=now + ttl
             )

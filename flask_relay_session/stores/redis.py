@@ -335,6 +335,7 @@ class RedisSessionStore:
         #: How sessions are kept: ``"json"`` or ``"hash"``.
         self.layout = layout
         self._layout = LAYOUTS[layout]()
+        self._lock = LuaScript("lock")
         self._unlock = LuaScript("unlock")
         if preload_script:
             self.load_scripts()
@@ -342,7 +343,7 @@ class RedisSessionStore:
     @property
     def scripts(self) -> tuple[LuaScript, ...]:
         """The Lua scripts this store runs."""
-        return (*self._layout.scripts, self._unlock)
+        return (*self._layout.scripts, self._lock, self._unlock)
 
     def load_scripts(self) -> None:
         """Load every script into the server with ``SCRIPT LOAD``."""
@@ -486,7 +487,11 @@ class RedisSessionStore:
                 [lock_token or "", layout.fingerprint(snapshot), new_sid, grace],
             )
             status = _text(reply[0])
-            if status == "done":
+            if status == "done" or (
+                # A client that re-sent the script after a lost reply finds
+                # its own rotation already done.
+                status == "redirected" and _text(reply[1]) == new_sid
+            ):
                 return MergeResult(
                     MergeStatus.DONE, created_at=created_at, expires_at=now + ttl
                 )
@@ -509,11 +514,12 @@ class RedisSessionStore:
             raise SessionStoreError(_store_failed(error)) from error
 
     def lock(self, sid: str, token: str, ttl: int) -> bool:
-        """Take the lock with ``SET <lock key> <token> NX PX <ttl>``."""
-        try:
-            return bool(self.redis.set(self.lock_key(sid), token, nx=True, px=ttl))
-        except RedisError as error:
-            raise SessionStoreError(_store_failed(error)) from error
+        """Take the lock with ``SET <lock key> <token> NX PX <ttl>``.
+
+        A script, so that a client that re-sent it after a lost reply finds
+        its own token and does not wait for its own lock to expire.
+        """
+        return bool(self._call(self._lock, [self.lock_key(sid)], [token, ttl]))
 
     def unlock(self, sid: str, token: str) -> bool:
         """Release the lock if ``token`` holds it, with a compare-and-delete."""

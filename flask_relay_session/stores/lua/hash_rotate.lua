@@ -6,7 +6,8 @@
 -- ARGV[1]  the caller's lock token, or "" when it holds no lock
 -- ARGV[2]  the " version" of the session the new one was copied from
 -- ARGV[3]  the new session id
--- ARGV[4]  how long the redirect lives (the grace period), in milliseconds
+-- ARGV[4]  how long the redirect lives (the grace period), in milliseconds;
+--          0 deletes the old id instead
 --
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"changed", {field, value, ...}} when a concurrent write changed the
@@ -29,6 +30,8 @@ if (redis.call("HGET", KEYS[1], VERSION) or "") ~= ARGV[2] then
 end
 
 redis.call("DEL", KEYS[1])
-redis.call("HSET", KEYS[1], REDIRECT, ARGV[3])
-redis.call("PEXPIRE", KEYS[1], ARGV[4])
+if tonumber(ARGV[4]) > 0 then
+  redis.call("HSET", KEYS[1], REDIRECT, ARGV[3])
+  redis.call("PEXPIRE", KEYS[1], ARGV[4])
+end
 return {"done"}

@@ -6,7 +6,8 @@
 -- ARGV[1]  the caller's lock token, or "" when it holds no lock
 -- ARGV[2]  the SHA1 of the document the new session was copied from
 -- ARGV[3]  the new session id
--- ARGV[4]  how long the redirect lives (the grace period), in milliseconds
+-- ARGV[4]  how long the redirect lives (the grace period), in milliseconds;
+--          0 deletes the old id instead
 --
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"changed", document} when a concurrent write changed the document since
@@ -29,5 +30,9 @@ if redis.sha1hex(raw) ~= ARGV[2] then
   return {"changed", raw}
 end
 
-redis.call("SET", KEYS[1], redirect_document(ARGV[3]), "PX", ARGV[4])
+if tonumber(ARGV[4]) > 0 then
+  redis.call("SET", KEYS[1], redirect_document(ARGV[3]), "PX", ARGV[4])
+else
+  redis.call("DEL", KEYS[1])
+end
 return {"done"}
