@@ -340,7 +340,7 @@ class LocalSentinel:
         with self.sentinel_admin() as admin:
             replicas = admin.execute_command("SENTINEL REPLICAS", SERVICE_NAME)
         for entry in replicas:
-            fields = dict(zip(entry[::2], entry[1::2]))
+            fields = dict(zip(entry[::2], entry[1::2], strict=True))
             flags = fields.get("flags", "")
             if "s_down" not in flags and "disconnected" not in flags:
                 return True

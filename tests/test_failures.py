@@ -165,3 +165,36 @@ def test_service_resumes_by_itself_when_the_store_is_back(
     response = client.get("/set/c/3")
     assert response.status_code == 200
     assert client.get("/read").json == {"c": "3"}
+
+
+@pytest.mark.parametrize("layout", ["json", "hash"])
+def test_a_key_holding_no_session_gives_a_fresh_session_and_is_left_alone(
+    redis_url: str, layout: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test secret",
+        RELAY_SESSION_REDIS=client,
+        RELAY_SESSION_LAYOUT=layout,
+    )
+    RelaySession(app)
+    add_routes(app)
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    cookie = browser.get_cookie("session")
+    assert cookie is not None
+    key = app.extensions["relay_session"].store.session_key(cookie.value[:64])
+    client.delete(key)
+    if layout == "json":
+        client.set(key, b"\xff not json")
+    else:
+        client.hset(key, mapping={"a": b"{not json", " created": b"x"})
+    with caplog.at_level(logging.ERROR, "flask_relay_session"):
+        response = browser.get("/read")
+    assert response.status_code == 200
+    assert response.json == {}
+    assert any("not a session" in record.message for record in caplog.records)
+    assert client.exists(key)
+    assert browser.get("/set/b/2").status_code == 200
+    assert browser.get("/read").json == {"b": "2"}

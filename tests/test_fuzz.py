@@ -123,7 +123,9 @@ HEX = "0123456789abcdef"
 B64 = string.ascii_letters + string.digits + "-_"
 
 forged_cookies = st.builds(
-    lambda sid, signature, permanent, expires: f"{sid}.{signature}.{permanent}{expires}",
+    lambda sid, signature, permanent, expires: (
+        f"{sid}.{signature}.{permanent}{expires}"
+    ),
     st.text(HEX, min_size=64, max_size=64),
     st.text(B64, min_size=43, max_size=43),
     st.sampled_from("01"),
@@ -133,9 +135,11 @@ forged_cookies = st.builds(
 latin1_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF))
 
 
-@given(value=st.one_of(forged_cookies, latin1_text, st.binary().map(
-    lambda raw: raw.decode("latin-1")
-)))
+@given(
+    value=st.one_of(
+        forged_cookies, latin1_text, st.binary().map(lambda raw: raw.decode("latin-1"))
+    )
+)
 @fixture_settings
 def test_random_and_forged_cookies_give_a_fresh_session_without_lookup(
     cookie_setup: tuple[Flask, str, CountingRedis], value: str
@@ -207,10 +211,12 @@ def test_huge_cookie_header_with_non_ascii_gives_a_fresh_session(
         valid + "\u00e9" * 5000,
         "\u00ff" * 64 + "." + "A" * 43 + ".1" + "9" * 12,
         valid.upper(),
-        f'"{valid}"',
-        valid + ";",
+        valid.replace(".", ". ", 1),
     ):
         assert_fresh_without_lookup(app, value, counter, valid.split(".")[0])
+    # Quoting is the cookie syntax's own, not a change of value.
+    for same in (f'"{valid}"', valid + ";", valid + " "):
+        assert send_raw_cookie(app, same).json["new"] is False
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +343,7 @@ def test_ten_thousand_levels_give_a_clear_error_and_lose_nothing(
     assert put(browser, box, {"other": "x", "deep": nested(10_000)}) == 400
     assert isinstance(box.error, SessionSerializationError)
     assert "deep" in str(box.error)
-    assert "too deep" in str(box.error)
+    assert "deeper than" in str(box.error)
     assert get(browser, box) == {"keep": [1, 2]}
 
 
@@ -434,12 +440,14 @@ def test_every_plane_of_unicode_round_trips_in_one_string(
             | st.floats(allow_nan=False)
             | st.text(st.characters(exclude_categories=()))
             | st.binary(max_size=16),
-            lambda children: st.lists(children, max_size=4)
-            | st.tuples(children, children)
-            | st.dictionaries(
-                st.text(st.characters(exclude_categories=()), max_size=6),
-                children,
-                max_size=4,
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.tuples(children, children)
+                | st.dictionaries(
+                    st.text(st.characters(exclude_categories=()), max_size=6),
+                    children,
+                    max_size=4,
+                )
             ),
             max_leaves=12,
         ),

@@ -8,9 +8,11 @@ lost) or killed and restarted empty. Requests during the outage get a clean
 and service resumes by itself once Redis is back.
 
 With a redis-py ``Retry`` (see :func:`recommended_client`), a short blip is
-invisible to users. Two operations are not safe to repeat after a lost
-reply, which such a retry does: rotation and lock acquisition (strict
-``xfail`` tests below, until the package makes them idempotent).
+invisible to users. Such a retry re-sends a command whose reply was lost,
+so the server may run it twice: every store operation must be safe to
+repeat. The last tests pause Redis right before a rotation and a lock
+acquisition (the two that were not, at first) and check that the retried
+command neither loses the session nor locks the request out.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def recommended_client(host: str, port: int, **kwargs: t.Any) -> redis.Redis:
 
     Short socket timeouts, so that a hung server turns into a quick 503
     instead of a hung worker; a bounded exponential retry on connection
-    errors and timeouts (1.75 s of backoff in all), so that a blip of a few
+    errors and timeouts (2.2 s of backoff in all), so that a blip of a few
     hundred milliseconds is invisible.
     """
     return redis.Redis(
@@ -275,7 +277,7 @@ def stored_data(server: RedisServer, layout: str, sid: str) -> t.Any:
     """The session as the package decodes it from the server, or ``None``."""
     client = server.client(protocol=2, retry=no_retry())
     try:
-        store = RedisSessionStore(client, layout=layout)  # type: ignore[call-arg]
+        store = RedisSessionStore(client, layout=layout)
         stored = store.load(sid, ttl=None)
         return None if stored is None else stored.data
     finally:
@@ -398,12 +400,15 @@ def test_redis_restarted_empty_gives_fresh_sessions_with_new_ids(
 # -- retries -----------------------------------------------------------------
 
 
-def make_retrying_app(server: RedisServer, **config: t.Any) -> Flask:
+def make_retrying_app(
+    server: RedisServer, layout: str = "json", **config: t.Any
+) -> Flask:
     app = Flask(__name__)
     assert server.port is not None
     app.config.update(
         SECRET_KEY="outage secret",
         RELAY_SESSION_REDIS=recommended_client(server.host, server.port),
+        RELAY_SESSION_LAYOUT=layout,
     )
     app.config.update(config)
     RelaySession(app)
@@ -411,9 +416,9 @@ def make_retrying_app(server: RedisServer, **config: t.Any) -> Flask:
 
 
 def test_a_short_blip_is_invisible_with_the_recommended_retry(
-    own_server: RedisServer,
+    own_server: RedisServer, layout: str
 ) -> None:
-    app = make_retrying_app(own_server)
+    app = make_retrying_app(own_server, layout)
     browsers = [app.test_client() for _ in range(3)]
     for number, browser in enumerate(browsers):
         assert browser.post(f"/write/{number}").status_code == 200
@@ -474,16 +479,10 @@ class PauseBefore:
         return self.operation(*args, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RedisSessionStore.rotate is not idempotent. When the rotate"
-    " script ran but its reply was lost and redis-py's Retry sent it again, the"
-    " second run finds the old id already redirecting to the new one, answers"
-    " 'redirected', and rotate() deletes the new session (self.delete(new_sid))"
-    " before Session._write follows the redirect: the data is gone.",
-)
-def test_a_blip_during_rotation_keeps_the_session(own_server: RedisServer) -> None:
-    app = make_retrying_app(own_server)
+def test_a_blip_during_rotation_keeps_the_session(
+    own_server: RedisServer, layout: str
+) -> None:
+    app = make_retrying_app(own_server, layout)
     browser = app.test_client()
     assert browser.post("/write/1").status_code == 200
     store = app.extensions["relay_session"].store
@@ -492,14 +491,6 @@ def test_a_blip_during_rotation_keeps_the_session(own_server: RedisServer) -> No
     assert browser.get("/read").json == {"a1": 1, "b1": {"n": 1}, "log": [1]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: lock acquisition (RedisSessionStore.lock, SET NX PX) is not"
-    " idempotent. When SET NX ran but its reply was lost and redis-py's Retry"
-    " sent it again, the retry answers nil: the request waits for its own lock"
-    " until RELAY_SESSION_LOCK_RETRIES run out (409), and the session stays"
-    " locked for RELAY_SESSION_LOCK_TTL.",
-)
 def test_a_blip_while_taking_the_lock_does_not_lock_out_the_request(
     own_server: RedisServer,
 ) -> None:

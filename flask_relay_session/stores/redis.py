@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import typing as t
 from importlib import resources
@@ -60,6 +61,8 @@ from .base import too_large
 from .paths import apply_change
 from .paths import apply_change_to_fields
 from .paths import dumps
+
+logger = logging.getLogger("flask_relay_session")
 
 #: How often a rotation copies a session that keeps changing before it
 #: gives up and lets the caller wait and retry.
@@ -384,7 +387,18 @@ class RedisSessionStore:
             if _text(reply[0]) == "found":
                 for rotated in visited[:-1]:
                     self._call(layout.repoint, [self.session_key(rotated)], [sid])
-                data, created_at = layout.read(reply[1])
+                try:
+                    data, created_at = layout.read(reply[1])
+                except (ValueError, KeyError, TypeError) as error:
+                    logger.error(
+                        "session %s… holds something that is not a session"
+                        " (%s: %s); it is left in place for inspection and the"
+                        " request goes on with a new session",
+                        sid[:8],
+                        type(error).__name__,
+                        error,
+                    )
+                    return None
                 return StoredSession(
                     sid=sid,
                     data=data,
