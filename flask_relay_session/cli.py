@@ -19,7 +19,7 @@ Exit codes: ``0`` done, ``1`` no such session or lock, ``2`` usage error
 reached, ``4`` the app's store is a custom store these commands cannot
 inspect.
 
-.. versionadded:: 0.1
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

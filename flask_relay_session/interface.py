@@ -63,7 +63,9 @@ class RelaySessionInterface(SessionInterface):
     log_id_header: str | None = "X-Request-ID"
 
     def __init__(self, store: SessionStore, settings: Settings) -> None:
+        #: The store sessions are kept in.
         self.store = store
+        #: The validated ``RELAY_SESSION_*`` settings.
         self.settings = settings
         #: Returns the current time in seconds; tests replace it.
         self.clock: t.Callable[[], float] = time.time

@@ -175,11 +175,14 @@ class Session(SessionMixin):
         self._read_keys: set[str] | None = set()
         self.accessed = False
         #: The session id sent in the response cookie differs from the one
-        #: the request carried, or the cookie must be sent again.
+        #: the request carried, or the cookie must be sent again. Set for
+        #: the interface.
         self.cookie_outdated = False
-        #: The stored session was deleted because it became empty.
+        #: The stored session was deleted because it became empty. Set for
+        #: the interface.
         self.emptied = False
-        #: The expiry was extended during this request.
+        #: The expiry was extended during this request. Set for the
+        #: interface.
         self.refreshed = False
         #: The session was loaded by following a rotation redirect.
         self.is_redirected = False
@@ -602,6 +605,8 @@ class Session(SessionMixin):
 
     def refresh_untouched(self) -> None:
         """Extend the expiry of a session this request never loaded.
+
+        Called by the interface at the end of a request.
 
         One ``touch`` of the store, only when the expiry is due for a
         refresh; a session that is gone is left for the next request to find.

@@ -17,7 +17,7 @@ keyword arguments. Session ids are bearer credentials: do not log them whole.
 Nothing is built or sent while a signal has no receivers, so unused signals
 cost one attribute check.
 
-.. versionadded:: 0.1
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
