@@ -39,8 +39,10 @@ from redis.exceptions import RedisError
 
 from .errors import SessionStoreError
 from .stores.base import MAX_REDIRECT_DEPTH
+from .stores.layouts import REDIRECT
 from .stores.memory import MemorySessionStore
 from .stores.redis import RedisSessionStore
+from .stores.scripts import text
 
 #: The command finished.
 EXIT_OK = 0
@@ -54,9 +56,6 @@ EXIT_UNREACHABLE = 3
 EXIT_UNSUPPORTED = 4
 
 _SID = re.compile(r"[0-9a-f]{64}")
-
-#: The name of a session hash's field that marks a rotated-away id.
-_HASH_REDIRECT = " redirect"
 
 
 class StoreUnreachable(click.ClickException):
@@ -121,16 +120,12 @@ class Inspector:
         raise NotImplementedError
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _json_or_text(value: bytes | str) -> t.Any:
+def _json_ortext(value: bytes | str) -> t.Any:
     """Decode a stored JSON value; show what cannot be decoded as text."""
     try:
         return json.loads(value)
     except ValueError:
-        return _text(value) if isinstance(value, bytes) else value
+        return text(value)
 
 
 def _glob_escape(text: str) -> str:
@@ -221,7 +216,7 @@ class RedisInspector(Inspector):
         for raw in self.client.scan_iter(
             match=_glob_escape(store.prefix) + "*", count=self.count_hint
         ):
-            key = _text(raw)
+            key = text(raw)
             if lock.fullmatch(key):
                 locks += 1
             elif session.fullmatch(key):
@@ -234,12 +229,12 @@ class RedisInspector(Inspector):
     def show(self, sid: str) -> Record | None:
         client = self.client
         key = self.store.session_key(sid)
-        kind = _text(client.type(key))
+        kind = text(client.type(key))
         if kind == "string":
             raw = client.get(key)
             if raw is None:
                 return None
-            document = _json_or_text(raw)
+            document = _json_ortext(raw)
             if not isinstance(document, dict):
                 document = {"unreadable": document}
             meta = document.get("meta")
@@ -247,11 +242,11 @@ class RedisInspector(Inspector):
             if document.get("data") is None and isinstance(meta, dict):
                 redirect_to = meta.get("redirectTo")
         elif kind == "hash":
-            fields = {_text(k): v for k, v in client.hgetall(key).items()}
+            fields = {text(k): v for k, v in client.hgetall(key).items()}
             if not fields:
                 return None
-            if _HASH_REDIRECT in fields:
-                redirect_to = _text(fields[_HASH_REDIRECT])
+            if REDIRECT in fields:
+                redirect_to = text(fields[REDIRECT])
                 document = {"data": None, "meta": {"redirectTo": redirect_to}}
             else:
                 redirect_to = None
@@ -291,9 +286,9 @@ def _hash_document(fields: dict[str, bytes | str]) -> dict[str, t.Any]:
     meta: dict[str, t.Any] = {}
     for name, value in sorted(fields.items()):
         if name[:1] == " " and name[1:2] not in (" ", "~"):
-            meta[name[1:]] = _json_or_text(value)
+            meta[name[1:]] = _json_ortext(value)
         else:
-            data[name] = _json_or_text(value)
+            data[name] = _json_ortext(value)
     return {"data": data, "meta": meta}
 
 
@@ -340,7 +335,7 @@ class MemoryInspector(Inspector):
             else:
                 document = {
                     "data": {
-                        key: _json_or_text(value)
+                        key: _json_ortext(value)
                         for key, value in sorted(entry.fields.items())
                     },
                     "meta": {

@@ -4,63 +4,32 @@ Every session has a key, ``<prefix>{<sid>}``, whose Redis TTL is the
 session's remaining lifetime, and a lock, ``<prefix><lock_prefix>{<sid>}``.
 The braces are a Redis Cluster hash tag: a session and its lock live in one
 slot, and every script touches the keys of one session only, so every
-operation works on a cluster. The session key holds one of two layouts
-(``RELAY_SESSION_LAYOUT``), both with the same guarantees:
-
-``"json"`` (:class:`JsonLayout`)
-    A string, the JSON document ``{"data": {...}, "meta": {"id": ...,
-    "createdAt": ..., "expiresAt": ...}}``. A rotated-away id holds
-    ``{"data": null, "meta": {"redirectTo": <new sid>}}``. A merge decodes
-    and re-encodes the whole document inside Redis, which blocks the server
-    for about 15 µs per KB.
-
-``"hash"`` (:class:`HashLayout`)
-    A hash with a field per top-level key of the data, holding that value's
-    tagged JSON, plus the meta fields ``" created"`` and ``" expires"``
-    (milliseconds since the epoch), ``" size"`` (the sum of the lengths of
-    the data fields' names and values, in bytes, which
-    ``RELAY_SESSION_MAX_SIZE`` limits) and ``" version"`` (bumped by every
-    write). A rotated-away id is a hash too, whose only field is
-    ``" redirect"``, the id it leads to; the grace period is its TTL. Meta
-    names are a space and a letter, which no stored key can be (see
-    :func:`~flask_relay_session.serialization.encode_key`). A merge stores
-    a replaced top-level value as sent, without ``cjson``; a deeper path
-    decodes and re-encodes its own field only; the size is updated from the
-    lengths of the fields written, never summed over the session. So a
-    write costs Redis work in proportion to the fields it changes.
-
-The layouts cannot read each other's keys: switching a running app to the
-other layout needs another ``RELAY_SESSION_KEY_PREFIX`` (users sign in
-again), or its requests fail with ``WRONGTYPE`` errors.
+operation works on a cluster. What the session key holds depends on the
+layout, ``"json"`` or ``"hash"`` (see :mod:`flask_relay_session.stores.layouts`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import typing as t
-from importlib import resources
 
-import redis
-from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError
 
 from ..errors import SessionChainBrokenError
 from ..errors import SessionDepthError
 from ..errors import SessionStoreError
-from ..serialization import loads
-from ..serialization import loads_fields
 from .base import MAX_REDIRECT_DEPTH
 from .base import Change
 from .base import MergeResult
 from .base import MergeStatus
 from .base import StoredSession
 from .base import too_large
-from .paths import apply_change
-from .paths import apply_change_to_fields
-from .paths import dumps
+from .layouts import LAYOUTS
+from .scripts import LuaScript
+from .scripts import RedisClient
+from .scripts import store_failed
+from .scripts import text
 
 logger = logging.getLogger("flask_relay_session")
 
@@ -68,240 +37,9 @@ logger = logging.getLogger("flask_relay_session")
 #: gives up and lets the caller wait and retry.
 ROTATE_ATTEMPTS = 5
 
-#: A standalone, Sentinel or cluster client of redis-py.
-RedisClient = t.Union["redis.Redis", "redis.cluster.RedisCluster"]
-
-#: What a load or rotate script returns for a session: a JSON document, or
-#: a hash's fields and values in one flat list.
-Snapshot = t.Any
-
-
-def _text(value: bytes | str) -> str:
-    """Return a reply string as ``str``, whatever ``decode_responses`` is."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    """Return a reply string as ``bytes``, whatever ``decode_responses`` is."""
-    return value.encode() if isinstance(value, str) else value
-
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class LuaScript:
-    """A Lua script shipped with the package, run by its SHA1.
-
-    The first call sends the script's source with ``EVAL``, which also makes
-    the server cache it; later calls send only ``EVALSHA``. A server that
-    forgot the script (``SCRIPT FLUSH``, a restart, a failover, another
-    cluster node) answers ``NOSCRIPT``, and the call is repeated with
-    ``EVAL``.
-
-    :param name: the script's file name in the ``lua`` folder, without
-        ``.lua``.
-    :param includes: the files of shared functions and names to send in
-        front of it, such as ``("common",)``.
-    """
-
-    def __init__(self, name: str, *, includes: t.Sequence[str] = ()) -> None:
-        #: The script's file name, without ``.lua``.
-        self.name = name
-        #: The Lua source.
-        self.source = "\n".join(
-            (resources.files(__package__) / "lua" / f"{file}.lua").read_text()
-            for file in (*includes, name)
-        )
-        #: The SHA1 digest ``EVALSHA`` names the script by.
-        self.sha = _sha1(self.source)
-        self._sent = False
-
-    def load(self, client: RedisClient) -> None:
-        """Load the script into the server with ``SCRIPT LOAD``."""
-        client.script_load(self.source)
-        self._sent = True
-
-    def __call__(
-        self, client: RedisClient, keys: t.Sequence[str], args: t.Sequence[t.Any]
-    ) -> t.Any:
-        """Run the script with ``keys`` and ``args`` and return its reply."""
-        if self._sent:
-            try:
-                return client.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
-        reply = client.eval(self.source, len(keys), *keys, *args)
-        self._sent = True
-        return reply
-
-
-class Layout:
-    """How a session is kept under its key: the scripts and the format.
-
-    Every ``load`` script answers ``false`` (missing), ``{"redirect", sid}``
-    or ``{"found", snapshot, ttl}``; every ``merge`` and ``rotate`` script
-    takes the same arguments and gives the same replies as the JSON layout's
-    (see the ``.lua`` files). What differs is the snapshot and how a
-    rotation copies it, which subclasses define.
-    """
-
-    def __init__(
-        self,
-        *,
-        load: LuaScript,
-        merge: LuaScript,
-        rotate: LuaScript,
-        repoint: LuaScript,
-        extra: t.Sequence[LuaScript] = (),
-    ) -> None:
-        self.load = load
-        self.merge = merge
-        self.rotate = rotate
-        self.repoint = repoint
-        #: Every script of the layout.
-        self.scripts = (load, merge, rotate, repoint, *extra)
-
-    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
-        """Return the decoded data and the creation time of a snapshot."""
-        raise NotImplementedError
-
-    def fingerprint(self, snapshot: Snapshot) -> str:
-        """Return what the rotate script compares to see if a session changed."""
-        raise NotImplementedError
-
-    def copy(
-        self,
-        store: RedisSessionStore,
-        sid: str,
-        snapshot: Snapshot,
-        changes: t.Sequence[Change],
-        *,
-        now: int,
-        ttl: int,
-        max_size: int,
-    ) -> int:
-        """Write ``snapshot`` with ``changes`` as the session ``sid``.
-
-        Return the creation time it keeps.
-
-        :raises SessionSerializationError: the copy would be larger than
-            ``max_size``; nothing was written.
-        """
-        raise NotImplementedError
-
-
-class JsonLayout(Layout):
-    """One JSON string per session."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            load=LuaScript("load", includes=["common"]),
-            merge=LuaScript("merge", includes=["common"]),
-            rotate=LuaScript("rotate", includes=["common"]),
-            repoint=LuaScript("repoint", includes=["common"]),
-        )
-
-    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
-        document = loads(snapshot)
-        return document["data"], int(document["meta"]["createdAt"])
-
-    def fingerprint(self, snapshot: Snapshot) -> str:
-        return _sha1(snapshot)
-
-    def copy(
-        self,
-        store: RedisSessionStore,
-        sid: str,
-        snapshot: Snapshot,
-        changes: t.Sequence[Change],
-        *,
-        now: int,
-        ttl: int,
-        max_size: int,
-    ) -> int:
-        document = json.loads(snapshot)
-        data = document["data"]
-        for change in changes:
-            apply_change(data, change)
-        created_at = int(document["meta"]["createdAt"])
-        meta = {"id": sid, "createdAt": created_at, "expiresAt": now + ttl}
-        encoded = dumps({"data": data, "meta": meta}).encode()
-        if len(encoded) > max_size:
-            raise too_large(len(encoded), max_size)
-        try:
-            store.redis.set(store.session_key(sid), encoded, px=ttl)
-        except RedisError as error:
-            raise SessionStoreError(_store_failed(error)) from error
-        return created_at
-
-
-#: The meta fields of a session hash (see ``lua/hash_common.lua``).
-CREATED, EXPIRES, SIZE, VERSION = " created", " expires", " size", " version"
-HASH_META = frozenset({CREATED, EXPIRES, SIZE, VERSION})
-
-
-class HashLayout(Layout):
-    """One Redis hash per session, a field per top-level key."""
-
-    def __init__(self) -> None:
-        includes = ["common", "hash_common"]
-        #: Writes a whole session hash: a rotation's copy.
-        self.write_copy = LuaScript("hash_copy")
-        super().__init__(
-            load=LuaScript("hash_load", includes=includes),
-            merge=LuaScript("hash_merge", includes=includes),
-            rotate=LuaScript("hash_rotate", includes=includes),
-            repoint=LuaScript("hash_repoint", includes=includes),
-            extra=[self.write_copy],
-        )
-
-    @staticmethod
-    def fields(snapshot: Snapshot) -> dict[str, bytes]:
-        """Return a snapshot's fields, meta fields included, by name."""
-        return {
-            _text(name): _bytes(value)
-            for name, value in zip(snapshot[::2], snapshot[1::2], strict=True)
-        }
-
-    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
-        fields = self.fields(snapshot)
-        created_at = int(fields.get(CREATED, 0))
-        data = {name: value for name, value in fields.items() if name not in HASH_META}
-        return loads_fields(data), created_at
-
-    def fingerprint(self, snapshot: Snapshot) -> str:
-        return self.fields(snapshot).get(VERSION, b"").decode()
-
-    def copy(
-        self,
-        store: RedisSessionStore,
-        sid: str,
-        snapshot: Snapshot,
-        changes: t.Sequence[Change],
-        *,
-        now: int,
-        ttl: int,
-        max_size: int,
-    ) -> int:
-        fields = self.fields(snapshot)
-        created_at = int(fields.get(CREATED, now))
-        data = {name: value for name, value in fields.items() if name not in HASH_META}
-        for change in changes:
-            apply_change_to_fields(data, change)
-        size = sum(len(name.encode()) + len(value) for name, value in data.items())
-        if size > max_size:
-            raise too_large(size, max_size)
-        args: list[t.Any] = [ttl, CREATED, created_at, EXPIRES, now + ttl]
-        args += [SIZE, size, VERSION, 1]
-        for name, value in data.items():
-            args += (name, value)
-        store._call(self.write_copy, [store.session_key(sid)], args)
-        return created_at
-
-
-#: The layouts, by their ``RELAY_SESSION_LAYOUT`` name.
-LAYOUTS: dict[str, t.Callable[[], Layout]] = {"json": JsonLayout, "hash": HashLayout}
 
 
 class RedisSessionStore:
@@ -384,7 +122,7 @@ class RedisSessionStore:
                     f"session {visited[0][:8]}… was rotated to a session that"
                     " no longer exists"
                 )
-            if _text(reply[0]) == "found":
+            if text(reply[0]) == "found":
                 for rotated in visited[:-1]:
                     self._call(layout.repoint, [self.session_key(rotated)], [sid])
                 try:
@@ -407,7 +145,7 @@ class RedisSessionStore:
                     redirected=bool(visited),
                 )
             visited.append(sid)
-            sid = _text(reply[1])
+            sid = text(reply[1])
         raise SessionDepthError(
             f"session {visited[0][:8]}… was rotated more than"
             f" {MAX_REDIRECT_DEPTH} times in a row"
@@ -418,7 +156,7 @@ class RedisSessionStore:
         try:
             return bool(self.redis.pexpire(self.session_key(sid), ttl))
         except RedisError as error:
-            raise SessionStoreError(_store_failed(error)) from error
+            raise store_failed(error) from error
 
     def merge(
         self,
@@ -449,7 +187,7 @@ class RedisSessionStore:
         reply = self._call(
             self._layout.merge, [self.session_key(sid), self.lock_key(sid)], args
         )
-        status = _text(reply[0])
+        status = text(reply[0])
         if status == "done":
             return MergeResult(
                 MergeStatus.DONE,
@@ -458,7 +196,7 @@ class RedisSessionStore:
                 emptied=bool(int(reply[3])),
             )
         if status == "redirected":
-            return MergeResult(MergeStatus.REDIRECTED, redirect_to=_text(reply[1]))
+            return MergeResult(MergeStatus.REDIRECTED, redirect_to=text(reply[1]))
         if status == "too_large":
             raise too_large(int(reply[1]), max_size)
         return MergeResult(MergeStatus(status))
@@ -488,8 +226,8 @@ class RedisSessionStore:
         reply = self._call(layout.load, [self.session_key(sid)], [""])
         if not reply:
             return MergeResult(MergeStatus.MISSING)
-        if _text(reply[0]) == "redirect":
-            return MergeResult(MergeStatus.REDIRECTED, redirect_to=_text(reply[1]))
+        if text(reply[0]) == "redirect":
+            return MergeResult(MergeStatus.REDIRECTED, redirect_to=text(reply[1]))
         snapshot = reply[1]
         for _ in range(ROTATE_ATTEMPTS):
             created_at = layout.copy(
@@ -500,11 +238,11 @@ class RedisSessionStore:
                 [self.session_key(sid), self.lock_key(sid)],
                 [lock_token or "", layout.fingerprint(snapshot), new_sid, grace],
             )
-            status = _text(reply[0])
+            status = text(reply[0])
             if status == "done" or (
                 # A client that re-sent the script after a lost reply finds
                 # its own rotation already done.
-                status == "redirected" and _text(reply[1]) == new_sid
+                status == "redirected" and text(reply[1]) == new_sid
             ):
                 return MergeResult(
                     MergeStatus.DONE, created_at=created_at, expires_at=now + ttl
@@ -513,7 +251,7 @@ class RedisSessionStore:
                 self.delete(new_sid)
                 if status == "redirected":
                     return MergeResult(
-                        MergeStatus.REDIRECTED, redirect_to=_text(reply[1])
+                        MergeStatus.REDIRECTED, redirect_to=text(reply[1])
                     )
                 return MergeResult(MergeStatus(status))
             snapshot = reply[1]
@@ -525,7 +263,7 @@ class RedisSessionStore:
         try:
             self.redis.delete(self.session_key(sid))
         except RedisError as error:
-            raise SessionStoreError(_store_failed(error)) from error
+            raise store_failed(error) from error
 
     def lock(self, sid: str, token: str, ttl: int) -> bool:
         """Take the lock with ``SET <lock key> <token> NX PX <ttl>``.
@@ -544,7 +282,7 @@ class RedisSessionStore:
         try:
             return bool(self.redis.exists(self.lock_key(sid)))
         except RedisError as error:
-            raise SessionStoreError(_store_failed(error)) from error
+            raise store_failed(error) from error
 
     def _call(
         self, script: LuaScript, keys: t.Sequence[str], args: t.Sequence[t.Any]
@@ -552,17 +290,4 @@ class RedisSessionStore:
         try:
             return script(self.redis, keys, args)
         except RedisError as error:
-            raise SessionStoreError(_store_failed(error)) from error
-
-
-def _sha1(data: bytes | str) -> str:
-    if isinstance(data, str):
-        data = data.encode()
-    return hashlib.sha1(data).hexdigest()
-
-
-def _store_failed(error: RedisError) -> str:
-    return (
-        f"the session store failed: {type(error).__name__}: {error}. Check"
-        " that Redis is running and reachable with RELAY_SESSION_REDIS."
-    )
+            raise store_failed(error) from error
