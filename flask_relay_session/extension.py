@@ -19,7 +19,7 @@ from .errors import SessionConfigError
 from .errors import SessionLockError
 from .errors import SessionStoreError
 from .interface import RelaySessionInterface
-from .interface import release_lock
+from .interface import finish_request
 from .session import Session
 from .stores.base import SessionStore
 from .stores.memory import MemorySessionStore
@@ -104,7 +104,7 @@ class RelaySession:
         app.register_error_handler(SessionLockError, _lock_error)
         app.register_error_handler(SessionStoreError, _store_error)
         app.register_error_handler(SessionChainError, self._handle_chain_error)
-        app.teardown_request(_release_request_lock)
+        app.teardown_request(_finish_request)
         app.cli.add_command(relay_session_cli)
 
     def make_store(self, app: Flask, settings: Settings) -> SessionStore:
@@ -203,7 +203,7 @@ def _store_error(error: SessionStoreError) -> ResponseReturnValue:
     return _error_response(error, "session_store_unavailable")
 
 
-def _release_request_lock(error: BaseException | None) -> None:
+def _finish_request(error: BaseException | None) -> None:
     session = getattr(request_ctx, "session", None)
     if isinstance(session, Session):
-        release_lock(session)
+        finish_request(session)

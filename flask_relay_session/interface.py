@@ -22,6 +22,7 @@ from .config import Settings
 from .cookies import CookieContent
 from .cookies import CookieSigner
 from .cookies import bind_values
+from .errors import RelaySessionError
 from .errors import SessionLockError
 from .errors import SessionStoreError
 from .session import Session
@@ -173,7 +174,7 @@ class RelaySessionInterface(SessionInterface):
                 logger.warning("The session could not be saved: %s", error)
                 _replace_response(response, 409, "session_locked", error)
                 return
-            self._write_cookie(app, session, response)
+            session.client_sid = self._write_cookie(app, session, response)
         finally:
             release_lock(session)
 
@@ -183,7 +184,10 @@ class RelaySessionInterface(SessionInterface):
         else:
             session.refresh_untouched()
 
-    def _write_cookie(self, app: Flask, session: Session, response: Response) -> None:
+    def _write_cookie(
+        self, app: Flask, session: Session, response: Response
+    ) -> str | None:
+        """Set or delete the cookie; return the id the client holds after."""
         name = self.get_cookie_name(app)
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)
@@ -205,9 +209,9 @@ class RelaySessionInterface(SessionInterface):
                     httponly=httponly,
                 )
                 response.vary.add("Cookie")
-            return
+            return None
         if not self.should_set_cookie(app, session):
-            return
+            return session.sid
         signer = self.get_signer(app)
         assert signer is not None
         expires_at = int(session.expires_at.timestamp())
@@ -225,6 +229,28 @@ class RelaySessionInterface(SessionInterface):
             samesite=samesite,
         )
         response.vary.add("Cookie")
+        return session.sid
+
+
+def finish_request(session: Session) -> None:
+    """End the request's use of ``session``, at teardown.
+
+    A streamed response (:func:`flask.stream_with_context`) can change the
+    session after :meth:`~RelaySessionInterface.save_session` ran. Those
+    changes are saved now if the client already holds the session's id; no
+    cookie can be sent any more. Then the lock, if still held, is released.
+    """
+    try:
+        if session.dirty_paths and session.client_sid == session.sid:
+            session.save()
+    except RelaySessionError as error:
+        logger.error(
+            "[%s] changes made while streaming the response could not be saved: %s",
+            session.log_id,
+            error,
+        )
+    finally:
+        release_lock(session)
 
 
 def release_lock(session: Session) -> None:

@@ -184,6 +184,9 @@ class Session(SessionMixin):
         #: The expiry was extended during this request. Set for the
         #: interface.
         self.refreshed = False
+        #: The id the client holds once the response is sent, ``None`` while
+        #: none was sent or when it holds none. Set for the interface.
+        self.client_sid: str | None = None
         #: The session was loaded by following a rotation redirect.
         self.is_redirected = False
         #: Names this session object, and so the request, in log lines: 8

@@ -225,13 +225,6 @@ def test_streamed_generator_saves_writes_with_an_explicit_save(app: Flask) -> No
     assert client.get("/read").json == {"user": "ada", "progress": {"done": 3}}
 
 
-@pytest.mark.xfail(
-    reason="The session is saved when the response headers are made; writes"
-    " made later in a streamed generator are dropped unless the generator"
-    " calls session.save(). The teardown could save them for a session whose"
-    " id the client already has.",
-    strict=True,
-)
 def test_streamed_generator_writes_are_saved_at_the_end_of_the_stream(
     app: Flask,
 ) -> None:
