@@ -418,3 +418,37 @@ def test_request_in_flight_cannot_undo_a_concurrent_logout(
     assert client.get("/slow-request").json == {"cart": "apples", "user": "ada"}
     assert sid_of(client) != old
     assert client.get("/read").json["data"] == {"last_page": "/slow-request"}
+
+
+def test_untouched_requests_with_an_old_cookie_do_not_extend_the_grace_period(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(RELAY_SESSION_ROTATION_GRACE_PERIOD=5)
+
+    @app.get("/login")
+    def login() -> str:
+        session.permanent = True
+        session["user"] = "ada"
+        return "ok"
+
+    @app.get("/rotate")
+    def rotate() -> str:
+        session.rotate_id()  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.get("/noop")
+    def noop() -> str:
+        return "ok"
+
+    client = app.test_client()
+    client.get("/login")
+    old_cookie = client.get_cookie("session").value  # type: ignore[union-attr]
+    old = old_cookie[:64]
+    client.get("/rotate")
+    client_with(app, old_cookie).get("/noop")
+    store = app.extensions["relay_session"].store
+    if isinstance(store, MemorySessionStore):
+        remaining = store._sessions[old].expires_at / 1000 - store.clock()
+    else:
+        remaining = store.redis.pttl(store.session_key(old)) / 1000
+    assert 0 < remaining <= 5

@@ -131,8 +131,9 @@ class SessionStore(t.Protocol):
     def touch(self, sid: str, *, ttl: int) -> bool:
         """Extend the lifetime of ``sid`` to ``ttl`` milliseconds.
 
-        Return whether the session exists. This must not read or rewrite the
-        document: it is the only store call an untouched request makes.
+        Return whether the session exists. A rotated-away id is left alone:
+        its grace period must not grow. This must not read or rewrite the
+        session: it is the only store call an untouched request makes.
         """
 
     def merge(

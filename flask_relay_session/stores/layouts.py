@@ -72,17 +72,19 @@ class Layout:
         self,
         *,
         load: LuaScript,
+        touch: LuaScript,
         merge: LuaScript,
         rotate: LuaScript,
         repoint: LuaScript,
         extra: t.Sequence[LuaScript] = (),
     ) -> None:
         self.load = load
+        self.touch = touch
         self.merge = merge
         self.rotate = rotate
         self.repoint = repoint
         #: Every script of the layout.
-        self.scripts = (load, merge, rotate, repoint, *extra)
+        self.scripts = (load, touch, merge, rotate, repoint, *extra)
 
     def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
         """Return the decoded data and the creation time of a snapshot."""
@@ -119,6 +121,7 @@ class JsonLayout(Layout):
     def __init__(self) -> None:
         super().__init__(
             load=LuaScript("load", includes=["common"]),
+            touch=LuaScript("touch", includes=["common"]),
             merge=LuaScript("merge", includes=["common"]),
             rotate=LuaScript("rotate", includes=["common"]),
             repoint=LuaScript("repoint", includes=["common"]),
@@ -174,6 +177,7 @@ class HashLayout(Layout):
         self.write_copy = LuaScript("hash_copy")
         super().__init__(
             load=LuaScript("hash_load", includes=includes),
+            touch=LuaScript("hash_touch", includes=includes),
             merge=LuaScript("hash_merge", includes=includes),
             rotate=LuaScript("hash_rotate", includes=includes),
             repoint=LuaScript("hash_repoint", includes=includes),

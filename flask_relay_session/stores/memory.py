@@ -124,10 +124,10 @@ class MemorySessionStore:
         )
 
     def touch(self, sid: str, *, ttl: int) -> bool:
-        """Extend the lifetime of ``sid``."""
+        """Extend the lifetime of ``sid``; a redirect's is left as it is."""
         with self._mutex:
             entry = self._entry(sid)
-            if entry is None:
+            if entry is None or entry.redirect_to is not None:
                 return False
             entry.expires_at = self._now() + ttl
             return True

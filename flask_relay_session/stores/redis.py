@@ -152,11 +152,10 @@ class RedisSessionStore:
         )
 
     def touch(self, sid: str, *, ttl: int) -> bool:
-        """Extend the lifetime of ``sid`` with one ``PEXPIRE``."""
-        try:
-            return bool(self.redis.pexpire(self.session_key(sid), ttl))
-        except RedisError as error:
-            raise store_failed(error) from error
+        """Extend the lifetime of ``sid`` with one script that ends in a
+        ``PEXPIRE``; a redirect's grace period is left as it is.
+        """
+        return bool(self._call(self._layout.touch, [self.session_key(sid)], [ttl]))
 
     def merge(
         self,
