@@ -175,7 +175,6 @@ class RedisSessionStore:
             "" if ttl is None else ttl,
             "1" if create else "0",
             max_size,
-            sid,
             len(changes),
         ]
         for change in changes:

@@ -7,8 +7,7 @@
 -- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
 -- ARGV[4]  "1" to create the session when it does not exist, else "0"
 -- ARGV[5]  the largest the session's data may become, in bytes (" size")
--- ARGV[6]  the session id (unused: the hash layout keeps no id field)
--- ARGV[7]  the number of changes, then each change as:
+-- ARGV[6]  the number of changes, then each change as:
 --          "s", depth, key 1 .. key depth, value JSON   (set a path)
 --          "d", depth, key 1 .. key depth               (delete a path)
 --
@@ -81,8 +80,8 @@ local function decode(field)
   decoded[field] = true
 end
 
-local index = 8
-for _ = 1, tonumber(ARGV[7]) do
+local index = 7
+for _ = 1, tonumber(ARGV[6]) do
   local op = ARGV[index]
   local depth = tonumber(ARGV[index + 1])
   local first = index + 2

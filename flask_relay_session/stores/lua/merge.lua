@@ -7,8 +7,7 @@
 -- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
 -- ARGV[4]  "1" to create the session when it does not exist, else "0"
 -- ARGV[5]  the largest the session data may become, in bytes of JSON
--- ARGV[6]  the session id, written into a created document's meta
--- ARGV[7]  the number of changes, then each change as:
+-- ARGV[6]  the number of changes, then each change as:
 --          "s", depth, key 1 .. key depth, value JSON   (set a path)
 --          "d", depth, key 1 .. key depth               (delete a path)
 --
@@ -30,14 +29,15 @@ if raw then
     return {"redirected", doc.meta.redirectTo}
   end
 elseif ARGV[4] == "1" then
-  doc = {data = {}, meta = {id = ARGV[6], createdAt = now}}
+  -- The id in a created document's meta is the one in the key's hash tag.
+  doc = {data = {}, meta = {id = string.match(KEYS[1], "{(%x+)}$"), createdAt = now}}
 else
   return {"missing"}
 end
 
 local data = doc.data
-local index = 8
-for _ = 1, tonumber(ARGV[7]) do
+local index = 7
+for _ = 1, tonumber(ARGV[6]) do
   local op = ARGV[index]
   local first = index + 2
   local last = first + tonumber(ARGV[index + 1]) - 1
