@@ -284,7 +284,10 @@ def charts(results: dict[str, t.Any], directory: str) -> list[str]:
     written = []
 
     # µs per request by size, one panel per route.
-    fig, axes = plt.subplots(1, len(routes), figsize=(4 * len(routes), 4), sharey=True)
+    fig, grid = plt.subplots(
+        1, len(routes), figsize=(4 * len(routes), 4), sharey=True, squeeze=False
+    )
+    axes = list(grid[0])
     for ax, route in zip(axes, routes, strict=True):
         for backend in backends:
             points = [

@@ -90,8 +90,8 @@ def parse_args(argv: t.Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--output",
-        default=os.path.join(HERE, "results"),
-        help="where to write the results (default benchmarks/results)",
+        help="where to write the results (default benchmarks/results, or"
+        " benchmarks/results/quick with --quick)",
     )
     parser.add_argument(
         "--docs",
@@ -121,6 +121,8 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         raise SystemExit(f"unknown backends: {', '.join(sorted(unknown))}")
     sizes = [int(kb) * 1024 for kb in args.sizes.split(",") if kb]
     routes = [route for route in args.routes.split(",") if route]
+    if args.output is None:
+        args.output = os.path.join(HERE, "results", *(["quick"] if args.quick else []))
     os.makedirs(args.output, exist_ok=True)
 
     def log(message: str) -> None:

@@ -5,6 +5,8 @@ gunicorn with several sync workers on a free loopback port. A pool of
 sessions is seeded first; then the load generator sends a read-heavy mix
 (90 % ``GET /read``, 10 % ``POST /write``) and a write-heavy one (10 % /
 90 %), each request carrying the cookie of a random session of the pool.
+The backends are interleaved: each cell is run in several short rounds that
+visit the backends in a shuffled order, and reports the median round.
 
 ``wrk`` (Debian: ``apt-get install -y wrk``) is the load generator when it
 is installed; otherwise a Python thread pool with keep-alive connections
@@ -14,12 +16,14 @@ Every run is bounded in time, and only talks to 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +35,7 @@ import urllib.request
 from dataclasses import asdict
 from dataclasses import dataclass
 
+from .latency import MAX_COOKIE
 from .redis_tools import LOOPBACK
 from .redis_tools import BenchRedis
 from .redis_tools import free_port
@@ -301,42 +306,80 @@ def run_throughput(
     duration: float,
     workers: int,
     connections: int,
+    rounds: int = 3,
     log: t.Callable[[str], None] = print,
 ) -> list[LoadResult]:
-    """Run every backend and mix; return the results."""
+    """Run every backend and mix; return the results.
+
+    Every backend's gunicorn runs at once (idle ones cost nothing), and the
+    ``duration`` of each cell is split into ``rounds`` runs that visit the
+    backends in a shuffled order, so that a busy spell of the machine does
+    not fall on one backend only. A cell reports the median of its rounds.
+    """
     tool = "wrk" if shutil.which("wrk") else "threads"
     generate = run_wrk if tool == "wrk" else run_threads
     if tool != "wrk":
         log("NOTE: wrk not found (apt-get install -y wrk): using Python threads")
-    results = []
-    for backend in backends:
-        try:
-            with Gunicorn(backend, server.url, workers) as app:
-                for size in sizes:
-                    cookies = seed_sessions(app.url, size, SESSIONS)
-                    for mix, read_share in MIXES.items():
-                        generate(app.url, cookies, read_share, 1.0, connections)
-                        rps, count, errors, latency = generate(
-                            app.url, cookies, read_share, duration, connections
-                        )
-                        log(
-                            f"  {backend:<24} {size // 1024:>4} KB {mix:<12}"
-                            f" {rps:8.0f} req/s  errors {errors}"
-                        )
-                        results.append(
-                            LoadResult(
-                                backend,
-                                size,
-                                mix,
-                                round(rps, 1),
-                                count,
-                                errors,
-                                round(latency, 2),
-                                tool,
+    rng = random.Random(2)
+    step = max(1.0, duration / rounds)
+    samples: dict[tuple[str, int, str], list[tuple[float, int, int, float]]] = {}
+    with contextlib.ExitStack() as stack:
+        apps = {}
+        for backend in backends:
+            try:
+                apps[backend] = stack.enter_context(
+                    Gunicorn(backend, server.url, workers)
+                )
+            except RuntimeError as error:
+                log(f"NOTE: {error} (skipped)")
+        for size in sizes:
+            cookies = {}
+            for backend, app in apps.items():
+                seeded = seed_sessions(app.url, size, SESSIONS)
+                if max(len(cookie) for cookie in seeded) > MAX_COOKIE + 8:
+                    log(f"NOTE: {backend} at {size // 1024} KB: cookie over 4 KB")
+                    continue
+                cookies[backend] = seeded
+            for mix, read_share in MIXES.items():
+                for backend in cookies:  # warm up
+                    url = apps[backend].url
+                    generate(url, cookies[backend], read_share, 1.0, connections)
+                for _ in range(rounds):
+                    order = list(cookies)
+                    rng.shuffle(order)
+                    for backend in order:
+                        samples.setdefault((backend, size, mix), []).append(
+                            generate(
+                                apps[backend].url,
+                                cookies[backend],
+                                read_share,
+                                step,
+                                connections,
                             )
                         )
-        except RuntimeError as error:
-            log(f"NOTE: {error} (skipped)")
-        with server.admin() as admin:
-            admin.flushdb()
+                for backend in cookies:
+                    runs = samples[(backend, size, mix)]
+                    rps = statistics.median(run[0] for run in runs)
+                    log(
+                        f"  {backend:<24} {size // 1024:>4} KB {mix:<12}"
+                        f" {rps:8.0f} req/s (rounds: "
+                        + ", ".join(f"{run[0]:.0f}" for run in runs)
+                        + ")"
+                    )
+            with server.admin() as admin:
+                admin.flushdb()
+    results = []
+    for (backend, size, mix), runs in samples.items():
+        results.append(
+            LoadResult(
+                backend,
+                size,
+                mix,
+                round(statistics.median(run[0] for run in runs), 1),
+                sum(run[1] for run in runs),
+                sum(run[2] for run in runs),
+                round(statistics.median(run[3] for run in runs), 2),
+                tool,
+            )
+        )
     return results
