@@ -125,8 +125,9 @@ def add(item: str) -> Response:
 def login() -> Response:
     old = session.sid
     session["user"] = request.form["name"].strip() or "anonymous"
-    # Against session fixation: a new id for the signed-in session.
-    relay.session.rotate_id()
+    # Against session fixation: a new id for the signed-in session, and the
+    # old one deleted rather than redirected, so a planted cookie is useless.
+    relay.session.rotate_id(grace_period=0)
     flash(f"signed in; session id {old[:12]}… became {session.sid[:12]}…")
     return redirect(url_for("index"))
 

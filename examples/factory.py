@@ -112,7 +112,7 @@ def login() -> ResponseReturnValue:
     session["user"] = request.form.get("name", "anonymous")
     session["role"] = "member"
     session.permanent = True  # keep the cookie PERMANENT_SESSION_LIFETIME long
-    relay.session.rotate_id()
+    relay.session.rotate_id(grace_period=0)  # against fixation: no redirect
     return jsonify(user=session["user"], role=session["role"])
 
 

@@ -124,7 +124,7 @@ def login() -> ResponseReturnValue:
     # A real shop checks a password here.
     session["user"] = name
     session.setdefault("credit", STARTING_CREDIT)
-    relay.session.rotate_id()
+    relay.session.rotate_id(grace_period=0)  # against fixation: no redirect
     return jsonify(user=name, credit=session["credit"], cart=cart_view())
 
 

@@ -144,17 +144,24 @@ def test_factory_counts_rotates_and_handles_a_broken_chain() -> None:
 
     assert client.post("/sudo").status_code == 403
     client.post("/login", data={"name": "ada"})
+    member_cookie = session_cookie(client)
     client.post("/sudo")
     state = client.get("/").get_json()
     assert state["sid"] != first["sid"]
     assert (state["user"], state["role"], state["counter"]) == ("ada", "admin", 2)
 
-    # The old cookie still redirects to the live session during the grace
-    # period; once that session is destroyed, the chain is broken and the
-    # app's handler sends the visitor to the start.
+    # The login deleted the anonymous id: a cookie planted before it leads
+    # to an empty session, not to the signed-in one.
+    planted = app.test_client()
+    planted.set_cookie("session", first_cookie)
+    assert planted.get("/").get_json()["user"] is None
+
+    # The privilege change left a redirect for the grace period; once the
+    # session is destroyed, that chain is broken and the app's handler sends
+    # the visitor to the start.
     client.post("/logout")
     old = app.test_client()
-    old.set_cookie("session", first_cookie)
+    old.set_cookie("session", member_cookie)
     response = old.get("/")
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
