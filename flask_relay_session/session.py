@@ -352,6 +352,11 @@ class Session(SessionMixin):
             )
             self.is_redirected = True
             self._switch_to(stored.sid)
+            if self._lock is not None:
+                # The data was read before this request held the new id's
+                # lock: read it again under the lock.
+                self._reload()
+                return
         self._created_at = stored.created_at
         self._expires_at = stored.expires_at
 

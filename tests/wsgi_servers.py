@@ -37,6 +37,11 @@ stops them all at its end; a test module turns it into a fixture::
     def test_something(serve_app, redis_server):
         server = serve_app("tests.apps.relay_app:create_app()",
                            env={"RELAY_TEST_REDIS_URL": redis_server.url})
+
+:class:`HttpClient` is a keep-alive HTTP/1.1 client for such a server, one
+per client thread, that sends exactly the ``Cookie`` header it is given (no
+cookie jar); its :class:`HttpReply` gives the cookie a response sets
+(:meth:`HttpReply.cookie`, :func:`cookie_sid`) and the worker that served it.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import http.client
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -417,3 +424,121 @@ def gunicorn_servers() -> Iterator[Callable[..., GunicornServer]]:
                 errors.append(error)
         if errors:
             raise errors[0]
+
+
+# --------------------------------------------------------------------------
+# A keep-alive HTTP client with a hand-set Cookie header
+# --------------------------------------------------------------------------
+
+
+class HttpReply:
+    """A response: status, headers and body, read in full."""
+
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self) -> Any:
+        """The body decoded as JSON, or ``None`` if it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def cookie(self, name: str = "session") -> str | None:
+        """The ``name=value`` pair this response sets for ``name``.
+
+        ``None`` when it sets no such cookie; ``"name="`` (an empty value)
+        when it deletes it.
+        """
+        for header in self.headers.get_all("Set-Cookie") or ():
+            pair = header.split(";", 1)[0].strip()
+            if pair.split("=", 1)[0] == name:
+                return pair
+        return None
+
+    @property
+    def pid(self) -> int:
+        """The worker process that served it (``X-Worker-Pid``), or 0."""
+        return int(self.headers.get("X-Worker-Pid") or 0)
+
+    def __repr__(self) -> str:
+        return f"<HttpReply {self.status} {self.body[:200]!r}>"
+
+
+def cookie_sid(cookie: str | None) -> str | None:
+    """The session id in a ``session=<sid>.<mac>.<flags>`` pair, if any."""
+    if not cookie or "=" not in cookie:
+        return None
+    value = cookie.split("=", 1)[1]
+    return value.split(".", 1)[0] or None
+
+
+class HttpClient:
+    """One keep-alive HTTP/1.1 connection to a test server.
+
+    Not thread-safe: give each client thread its own. The ``Cookie`` header
+    is exactly what the caller passes (there is no cookie jar). A request on
+    a reused connection that the server had closed meanwhile (its
+    keep-alive timeout) is sent again once on a new connection;
+    :attr:`resent` counts those.
+    """
+
+    def __init__(self, server: GunicornServer, timeout: float = 60.0) -> None:
+        assert server.port is not None
+        self.host = server.host
+        self.port = server.port
+        self.timeout = timeout
+        self.connection: http.client.HTTPConnection | None = None
+        self.used = False
+        self.resent = 0
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        cookie: str | None = None,
+        json_body: Any = None,
+    ) -> HttpReply:
+        headers = {}
+        body = None
+        if cookie:
+            headers["Cookie"] = cookie
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in range(2):
+            reused = self.connection is not None and self.used
+            if self.connection is None:
+                self.connection = http.client.HTTPConnection(
+                    self.host, self.port, timeout=self.timeout
+                )
+                self.used = False
+            try:
+                self.connection.request(method, path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionError) as error:
+                self.close()
+                if reused and attempt == 0:
+                    self.resent += 1
+                    continue
+                raise WsgiServerError(f"{method} {path}: {error!r}") from error
+            self.used = True
+            if response.will_close:
+                self.close()
+            return HttpReply(response.status, response.headers, data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
