@@ -350,10 +350,7 @@ class Driver:
         calls: list[tuple[str, str, str, Any]] = []
         for _ in range(rng.randint(4, 8)):
             roll = rng.random()
-            if roll < 0.3 and user is None:
-                # Not alongside a login: a locked section entered with the
-                # old cookie can lose increments (the strict xfail tests of
-                # test_rotation_concurrency.py).
+            if roll < 0.3:
                 calls.append(("incr", "POST", "/incr", None))
             elif roll < 0.8:
                 self.key_counter += 1
