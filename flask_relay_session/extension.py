@@ -84,6 +84,12 @@ class RelaySession:
     :param app: the app to configure now, if any.
     """
 
+    #: The session interface installed on each app. Subclass
+    #: :class:`RelaySessionInterface` to change how cookies are named or
+    #: issued (``get_cookie_name`` and the other ``get_cookie_*`` methods),
+    #: and set the subclass here.
+    interface_class: type[RelaySessionInterface] = RelaySessionInterface
+
     def __init__(self, app: Flask | None = None) -> None:
         self._broken_chain_handler: ChainHandler = default_broken_chain_handler
         if app is not None:
@@ -96,7 +102,7 @@ class RelaySession:
         """
         settings = Settings.from_app(app)
         store = self.make_store(app, settings)
-        interface = RelaySessionInterface(store, settings)
+        interface = self.interface_class(store, settings)
         app.session_interface = interface
         app.extensions["relay_session"] = RelaySessionState(
             self, settings, store, interface

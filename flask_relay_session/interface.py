@@ -192,9 +192,12 @@ class RelaySessionInterface(SessionInterface):
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)
         secure = self.get_cookie_secure(app)
-        partitioned = self.get_cookie_partitioned(app)
         samesite = self.get_cookie_samesite(app)
         httponly = self.get_cookie_httponly(app)
+        # The Partitioned attribute came with Flask 3.1 and Werkzeug 3.1.
+        extra: dict[str, t.Any] = {}
+        if hasattr(self, "get_cookie_partitioned"):
+            extra["partitioned"] = self.get_cookie_partitioned(app)
         if session.emptied or session.new:
             # Nothing is stored under this id: drop the client's cookie, if
             # it sent one.
@@ -204,9 +207,9 @@ class RelaySessionInterface(SessionInterface):
                     domain=domain,
                     path=path,
                     secure=secure,
-                    partitioned=partitioned,
                     samesite=samesite,
                     httponly=httponly,
+                    **extra,
                 )
                 response.vary.add("Cookie")
             return None
@@ -225,8 +228,8 @@ class RelaySessionInterface(SessionInterface):
             domain=domain,
             path=path,
             secure=secure,
-            partitioned=partitioned,
             samesite=samesite,
+            **extra,
         )
         response.vary.add("Cookie")
         return session.sid

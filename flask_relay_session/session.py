@@ -154,7 +154,8 @@ class Session(SessionMixin):
         milliseconds; used before the session is loaded.
     """
 
-    #: Set by Flask whenever ``flask.session`` is used in a request.
+    #: Whether the request used the session. Flask 3.1.3's proxy sets it on
+    #: every use; the mapping methods set it too, for older Flask.
     accessed: bool
 
     def __init__(
@@ -267,28 +268,34 @@ class Session(SessionMixin):
     # -- mapping ---------------------------------------------------------
 
     def __getitem__(self, key: str) -> t.Any:
+        self.accessed = True
         self._ensure_loaded()
         if self._read_keys is not None:
             self._read_keys.add(key)
         return self._root[key]
 
     def __setitem__(self, key: str, value: t.Any) -> None:
+        self.accessed = True
         self._root[key] = value
 
     def __delitem__(self, key: str) -> None:
+        self.accessed = True
         self._ensure_loaded()
         del self._root[key]
 
     def __iter__(self) -> t.Iterator[str]:
+        self.accessed = True
         self._ensure_loaded()
         self._read_keys = None
         return iter(list(self._root))
 
     def __len__(self) -> int:
+        self.accessed = True
         self._ensure_loaded()
         return len(self._root)
 
     def __contains__(self, key: object) -> bool:
+        self.accessed = True
         self._ensure_loaded()
         return key in self._root
 

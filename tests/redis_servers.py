@@ -494,6 +494,14 @@ class CountingConnection(redis.Connection):
         finally:
             self._handshaking = False
 
+    def on_connect(self) -> None:
+        # redis-py < 6 has no on_connect_check_health: the handshake is here.
+        handshaking, self._handshaking = self._handshaking, True
+        try:
+            super().on_connect()
+        finally:
+            self._handshaking = handshaking
+
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not self._handshaking:
             if isinstance(command, (bytes, bytearray, memoryview, str)):

@@ -135,3 +135,28 @@ def test_invalid_values_name_the_key_and_what_is_wrong(
         RelaySession(app_with(**{key: value}))
     assert key in str(info.value)
     assert message in str(info.value)
+
+
+def test_interface_class_can_be_replaced() -> None:
+    from flask_relay_session.interface import RelaySessionInterface
+
+    class TenantInterface(RelaySessionInterface):
+        def get_cookie_name(self, app: Flask) -> str:
+            return "tenant-session"
+
+    class TenantSession(RelaySession):
+        interface_class = TenantInterface
+
+    app = app_with()
+    TenantSession(app)
+    assert isinstance(app.session_interface, TenantInterface)
+
+    @app.get("/set")
+    def set_value() -> str:
+        from flask import session
+
+        session["a"] = 1
+        return "ok"
+
+    response = app.test_client().get("/set")
+    assert response.headers["Set-Cookie"].startswith("tenant-session=")

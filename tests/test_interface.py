@@ -19,6 +19,7 @@ from flask import get_flashed_messages
 from flask import jsonify
 from flask import session
 from flask.sessions import NullSession
+from flask.sessions import SessionInterface
 from markupsafe import Markup
 from werkzeug.http import parse_cookie
 from werkzeug.test import TestResponse
@@ -170,6 +171,10 @@ def test_session_set_then_emptied_in_one_request_writes_nothing(app: Flask) -> N
     assert stored_count(app) == 0
 
 
+@pytest.mark.skipif(
+    not hasattr(SessionInterface, "get_cookie_partitioned"),
+    reason="SESSION_COOKIE_PARTITIONED came with Flask 3.1",
+)
 def test_cookie_attributes_follow_flask_config_when_set_and_deleted(
     make_app: MakeApp,
 ) -> None:
