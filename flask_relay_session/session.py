@@ -736,10 +736,11 @@ class Session(SessionMixin):
         ``attempt * RELAY_SESSION_LOCK_BACKOFF`` between tries. Once held,
         the session is loaded again, so the block sees every write committed
         before it, with this request's unsaved changes on top. Leaving the
-        block saves, then releases the lock. If the block raises, the lock is
-        released and the changes made inside the block are dropped; changes
-        made before the block stay pending. Nesting is allowed; only the
-        outermost block locks and saves.
+        block saves and releases the lock in one step of the store (three
+        round trips in all: lock, load, save). If the block raises, the lock
+        is released and the changes made inside the block are dropped;
+        changes made before the block stay pending. Nesting is allowed; only
+        the outermost block locks and saves.
 
         :raises SessionLockError: the lock could not be acquired, or it
             expired before the block ended and another request took it.
@@ -752,7 +753,41 @@ class Session(SessionMixin):
         try:
             self._reload()
             yield self
-            self.save()
+            changes = self._changes()
+            if changes:
+                # save(), with the lock released by the merge itself.
+                policy = self._policy
+                result = self._write(
+                    lambda lock_token: policy.store.merge(
+                        self.sid,
+                        changes,
+                        now=policy.now(),
+                        ttl=self._write_ttl(),
+                        create=self.new,
+                        lock_token=lock_token,
+                        max_size=policy.settings.max_size,
+                        release_lock=True,
+                    )
+                )
+                if result.status is MergeStatus.DONE:
+                    self._lock = None
+                    logger.debug(
+                        "[%s] unlock session %s…: released",
+                        self.log_id,
+                        self.sid[:8],
+                    )
+                    created = self.new
+                    self._saved(result)
+                    self._announce_save(
+                        changes, created=created, emptied=result.emptied
+                    )
+                else:
+                    # The session vanished under the lock: save() goes on as
+                    # a new session, and the lock is released below.
+                    self._continue_as_new()
+                    self.save()
+            else:
+                self.clear_dirty()
         except BaseException:
             self._restore(before)
             raise

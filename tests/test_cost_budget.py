@@ -49,6 +49,14 @@ def make_app(client: CountingRedis, layout: str, **config: t.Any) -> Flask:
         session["n"] = session.get("n", 0) + 1
         return "ok"
 
+    @app.get("/locked-increment")
+    def locked_increment() -> str:
+        with session.lock():
+            session["n"] = session.get("n", 0) + 1
+        assert not session.is_lock_owner
+        session.release_lock()  # released already: sends nothing
+        return "ok"
+
     @app.get("/fill/<int:size>")
     def fill(size: int) -> str:
         session["big"] = "x" * size
@@ -73,6 +81,13 @@ def layout(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def counter(counting_redis: CountingRedis) -> t.Any:
     return counting_redis.counter
+
+
+def load_batch(layout: str) -> list[str]:
+    """The one pipeline a load sends: a plain read of the session key and a
+    refresh of its expiry, no script.
+    """
+    return ["GET" if layout == "json" else "HGETALL", "PEXPIRE"]
 
 
 def test_request_that_never_touches_the_session_sends_nothing(
@@ -101,12 +116,11 @@ def test_read_only_request_costs_one_round_trip(
 ) -> None:
     client = make_app(counting_redis, layout).test_client()
     client.get("/set/a/1")
-    client.get("/read")  # sends the script's source once
     for _ in range(3):
         counter.reset()
         assert client.get("/read").json == {"a": "1"}
         assert counter.round_trips == 1
-        assert counter.commands == ["EVALSHA"]
+        assert counter.batches == [load_batch(layout)]
 
 
 def test_read_only_request_with_expiry_refresh_costs_one_round_trip(
@@ -164,8 +178,27 @@ def test_read_modify_write_costs_two_round_trips(
     for _ in range(3):
         counter.reset()
         client.get("/increment")
-        assert counter.commands == ["EVALSHA", "EVALSHA"]
+        assert counter.batches == [load_batch(layout), ["EVALSHA"]]
     assert client.get("/read").json == {"n": 5}
+
+
+def test_locked_read_modify_write_costs_three_round_trips(
+    counting_redis: CountingRedis, counter: t.Any, layout: str
+) -> None:
+    app = make_app(counting_redis, layout)
+    store = app.extensions["relay_session"].store
+    client = app.test_client()
+    client.get("/locked-increment")
+    client.get("/locked-increment")  # sends the scripts' sources once
+    for _ in range(3):
+        counter.reset()
+        assert client.get("/locked-increment").status_code == 200
+        # Lock, load, then one merge that also releases the lock.
+        assert counter.batches == [["EVALSHA"], load_batch(layout), ["EVALSHA"]]
+    assert client.get("/read").json == {"n": 5}
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    assert not store.is_locked(cookie.value[:64])
 
 
 def test_first_use_of_a_script_sends_its_source_once(
@@ -189,7 +222,7 @@ def test_preloaded_scripts_are_never_sent_again(
     client = app.test_client()
     client.get("/set/a/1")
     client.get("/read")
-    assert counter.commands == ["EVALSHA", "EVALSHA"]
+    assert counter.batches == [["EVALSHA"], load_batch(layout)]
 
 
 def test_bytes_sent_for_a_write_follow_the_change_not_the_session(

@@ -376,13 +376,19 @@ def test_an_expired_session_is_gone_for_loads_and_merges(redis_url: str) -> None
 # --------------------------------------------------------------------------
 
 
-def test_a_rotated_id_is_a_hash_with_only_a_redirect_field(redis_url: str) -> None:
+def test_a_rotated_id_is_a_hash_of_its_target_and_the_end_of_its_grace(
+    redis_url: str,
+) -> None:
     store = hash_store(redis_url)
     create(store, {"a": 1, "box": {"n": 1}})
     created = int(raw_fields(store)[b" created"])
+    start = now_ms()
     result = rotate(store, changes=[change(["box", "n"], 2)], grace=5_000)
     assert result.status is MergeStatus.DONE
-    assert raw_fields(store) == {b" redirect": NEW_SID.encode()}
+    redirect = raw_fields(store)
+    assert set(redirect) == {b" redirect", b" expires"}
+    assert redirect[b" redirect"] == NEW_SID.encode()
+    assert start + 5_000 <= int(redirect[b" expires"]) <= now_ms() + 5_000
     assert 0 < store.redis.pttl(store.session_key(SID)) <= 5_000
     moved = raw_fields(store, NEW_SID)
     assert int(moved[b" created"]) == created == result.created_at
@@ -395,7 +401,7 @@ def test_a_rotated_id_is_a_hash_with_only_a_redirect_field(redis_url: str) -> No
     assert stored.data == {"a": 1, "box": {"n": 2}}
     written = merge(store, [change(["a"], 9)])
     assert (written.status, written.redirect_to) == (MergeStatus.REDIRECTED, NEW_SID)
-    assert raw_fields(store) == {b" redirect": NEW_SID.encode()}
+    assert raw_fields(store) == redirect
     again = rotate(store, SID, LAST_SID)
     assert (again.status, again.redirect_to) == (MergeStatus.REDIRECTED, NEW_SID)
     assert store.redis.exists(store.session_key(LAST_SID)) == 0
@@ -407,11 +413,14 @@ def test_a_chain_of_redirects_is_shortened_and_a_broken_one_reported(
     store = hash_store(redis_url)
     create(store, {"a": 1})
     rotate(store, SID, NEW_SID)
+    grace_end = raw_fields(store)[b" expires"]
     rotate(store, NEW_SID, LAST_SID)
     stored = store.load(SID, ttl=None)
     assert stored is not None
     assert (stored.sid, stored.data) == (LAST_SID, {"a": 1})
-    assert raw_fields(store) == {b" redirect": LAST_SID.encode()}
+    # Pointed straight at the end of the chain, with its own grace period.
+    redirect = {b" redirect": LAST_SID.encode(), b" expires": grace_end}
+    assert raw_fields(store) == redirect
     assert 0 < store.redis.pttl(store.session_key(SID)) <= 5_000
     store.delete(LAST_SID)
     with pytest.raises(SessionChainBrokenError):
@@ -438,7 +447,9 @@ def test_a_write_landing_during_a_rotation_is_copied_not_lost(
     assert rotate(store).status is MergeStatus.DONE
     assert copies == [NEW_SID, NEW_SID]
     assert load(store, NEW_SID) == {"a": 1, "late": "write"}
-    assert raw_fields(store) == {b" redirect": NEW_SID.encode()}
+    redirect = raw_fields(store)
+    assert set(redirect) == {b" redirect", b" expires"}
+    assert redirect[b" redirect"] == NEW_SID.encode()
 
 
 # --------------------------------------------------------------------------

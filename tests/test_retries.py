@@ -95,3 +95,41 @@ def test_resent_merge_applies_the_same_state(store: RedisSessionStore) -> None:
     assert result.status is MergeStatus.DONE
     stored = store.load(SID, ttl=None)
     assert stored is not None and stored.data == {"cart": {"items": ["a", "b"]}}
+
+
+def test_resent_merge_that_released_the_lock_gets_the_first_reply(
+    store: RedisSessionStore,
+) -> None:
+    create(store, {"n": 1})
+    assert store.lock(SID, "mine", 10_000)
+    result = store.merge(
+        SID,
+        [Change(("n",), dumps(2))],
+        now=2_000,
+        ttl=60_000,
+        create=False,
+        lock_token="mine",
+        max_size=1 << 20,
+        release_lock=True,
+    )
+    # The second run found the lock released by the first, and answers with
+    # the first run's reply instead of "lock_lost".
+    assert result.status is MergeStatus.DONE
+    assert (result.expires_at, result.emptied) == (62_000, False)
+    assert not store.is_locked(SID)
+    stored = store.load(SID, ttl=None)
+    assert stored is not None and stored.data == {"n": 2}
+    assert store.lock(SID, "next", 10_000)
+    emptied_result = store.merge(
+        SID,
+        [Change(("n",), None)],
+        now=3_000,
+        ttl=None,
+        create=False,
+        lock_token="next",
+        max_size=1 << 20,
+        release_lock=True,
+    )
+    assert (emptied_result.status, emptied_result.emptied) == (MergeStatus.DONE, True)
+    assert store.load(SID, ttl=None) is None
+    assert not store.is_locked(SID)

@@ -155,9 +155,10 @@ def read_stored(client: redis.Redis, sid: str, layout: str) -> Stored:
             return Stored("missing")
         document = json.loads(raw)
         if document["data"] is None:
-            # Exactly {"data": null, "meta": {"redirectTo": <sid>}}.
+            # Exactly {"data": null, "meta": {"redirectTo": <sid>,
+            # "expiresAt": <ms>}}.
             assert set(document) == {"data", "meta"}, document
-            assert set(document["meta"]) == {"redirectTo"}, document
+            assert set(document["meta"]) == {"redirectTo", "expiresAt"}, document
             return Stored("redirect", target=document["meta"]["redirectTo"])
         assert document["meta"]["id"] == sid, document
         return Stored("session", data=loads(raw)["data"])
@@ -165,8 +166,8 @@ def read_stored(client: redis.Redis, sid: str, layout: str) -> Stored:
     if not fields:
         return Stored("missing")
     if " redirect" in fields:
-        # A hash with nothing but the " redirect" field.
-        assert set(fields) == {" redirect"}, fields
+        # A hash with nothing but the " redirect" and " expires" fields.
+        assert set(fields) == {" redirect", " expires"}, fields
         return Stored("redirect", target=fields[" redirect"].decode())
     data = {name: value for name, value in fields.items() if name not in HASH_META}
     return Stored("session", data=loads_fields(data))
@@ -534,15 +535,30 @@ def mixed_calls(spread: float) -> list[Call]:
 def expire_after(
     redis_server: RedisServer, key: str, seconds: float, *, delete: bool = False
 ) -> Callable[[], None]:
-    """Return a function that expires ``key`` (``PEXPIRE 1``) after ``seconds``,
-    or deletes it.
+    """Return a function that ends the redirect ``key`` after ``seconds``, or
+    deletes it.
+
+    Ending it moves the end the redirect records to now and sets a 1 ms
+    TTL, as if its grace period ran out: a load that extended the TTL
+    meanwhile restores the recorded end, not the old one.
     """
 
     def expire() -> None:
         time.sleep(seconds)
         client = redis_server.client()
         try:
-            assert client.delete(key) if delete else client.pexpire(key, 1)
+            if delete:
+                assert client.delete(key)
+                return
+            seconds_now, micros = client.time()
+            now = seconds_now * 1000 + micros // 1000
+            if client.type(key) == b"hash":
+                client.hset(key, " expires", now)
+            else:
+                document = json.loads(client.get(key))
+                document["meta"]["expiresAt"] = now
+                client.set(key, json.dumps(document))
+            assert client.pexpire(key, 1)
         finally:
             client.close()
 

@@ -22,6 +22,7 @@ from hypothesis import settings
 
 from flask_relay_session import MemorySessionStore
 from flask_relay_session import RedisSessionStore
+from flask_relay_session import SessionChainBrokenError
 from flask_relay_session import SessionSerializationError
 from flask_relay_session.serialization import dumps
 from flask_relay_session.serialization import encode_key
@@ -555,3 +556,216 @@ def test_a_rotation_merges_into_a_dict_whose_key_is_one_space(store: Store) -> N
     create(store, {"a": {" ": 1}})
     assert rotate(store, [change(["a", "x"], 2)]).status is MergeStatus.DONE
     assert_same(load(store, OTHER_SID), {"a": {" ": 1, "x": 2}})
+
+
+# --------------------------------------------------------------------------
+# Redirects keep their grace period (a load pipelines GET and PEXPIRE)
+# --------------------------------------------------------------------------
+
+THIRD_SID = "c0ffee00" * 8
+
+
+def ttl_left(store: Store, sid: str = SID) -> int:
+    """How long the store keeps ``sid``, in milliseconds (-2: gone)."""
+    if isinstance(store, RedisSessionStore):
+        return int(store.redis.pttl(store.session_key(sid)))
+    entry = store._sessions.get(sid)
+    return -2 if entry is None else entry.expires_at - now_ms()
+
+
+def stored_redirect(store: RedisSessionStore, sid: str = SID) -> tuple[str, int]:
+    """The target of the redirect ``sid`` and the end of its grace period."""
+    key = store.session_key(sid)
+    if store.layout == "hash":
+        fields = store.redis.hgetall(key)
+        assert set(fields) == {b" redirect", b" expires"}, fields
+        return fields[b" redirect"].decode(), int(fields[b" expires"])
+    document = json.loads(store.redis.get(key))
+    assert document["data"] is None and set(document["meta"]) == {
+        "redirectTo",
+        "expiresAt",
+    }, document
+    return document["meta"]["redirectTo"], document["meta"]["expiresAt"]
+
+
+def end_grace_now(store: RedisSessionStore, sid: str = SID) -> None:
+    """Leave ``sid`` a redirect past its grace period whose key lives on, as a
+    refresh racing the rotation leaves it."""
+    key = store.session_key(sid)
+    if store.layout == "hash":
+        store.redis.hset(key, " expires", now_ms() - 1)
+    else:
+        document = json.loads(store.redis.get(key))
+        document["meta"]["expiresAt"] = now_ms() - 1
+        store.redis.set(key, json.dumps(document))
+    store.redis.pexpire(key, LIFETIME)
+
+
+def test_a_load_that_refreshes_never_extends_a_redirects_grace_period(
+    store: Store,
+) -> None:
+    create(store, {"a": 1})
+    start = now_ms()
+    assert rotate(store).status is MergeStatus.DONE
+    for _ in range(2):
+        stored = store.load(SID, ttl=LIFETIME)
+        assert stored is not None and (stored.sid, stored.data) == (OTHER_SID, {"a": 1})
+        assert 0 < ttl_left(store) <= 5_000
+        assert ttl_left(store, OTHER_SID) > LIFETIME - 5_000
+    if isinstance(store, RedisSessionStore):
+        target, expires = stored_redirect(store)
+        assert target == OTHER_SID
+        assert start + 5_000 <= expires <= now_ms() + 5_000
+
+
+def test_a_redirect_whose_ttl_a_racing_refresh_extended_gets_its_grace_back(
+    store: Store,
+) -> None:
+    if not isinstance(store, RedisSessionStore):
+        pytest.skip("the race is between Redis commands")
+    create(store, {"a": 1})
+    assert rotate(store).status is MergeStatus.DONE
+    _, expires = stored_redirect(store)
+    # A load's PEXPIRE that landed just after the rotation.
+    store.redis.pexpire(store.session_key(SID), LIFETIME)
+    assert not store.touch(SID, ttl=LIFETIME)
+    stored = store.load(SID, ttl=None)
+    assert stored is not None and stored.sid == OTHER_SID
+    assert 0 < ttl_left(store) <= 5_000
+    assert stored_redirect(store) == (OTHER_SID, expires)
+
+
+def test_a_redirect_past_its_grace_period_leads_nowhere_though_its_key_lives(
+    store: Store,
+) -> None:
+    if not isinstance(store, RedisSessionStore):
+        pytest.skip("the race is between Redis commands")
+    create(store, {"a": 1})
+    assert rotate(store).status is MergeStatus.DONE
+    end_grace_now(store)
+    assert store.load(SID, ttl=LIFETIME) is None
+    assert ttl_left(store) == -2
+    create(store, {"a": 1})
+    assert rotate(store).status is MergeStatus.DONE
+    end_grace_now(store)
+    assert merge(store, [change(["b"], 2)], ttl=LIFETIME).status is MergeStatus.MISSING
+    assert ttl_left(store) == -2
+    create(store, {"a": 1})
+    assert rotate(store).status is MergeStatus.DONE
+    end_grace_now(store)
+    moved = store.rotate(
+        SID,
+        THIRD_SID,
+        [],
+        now=now_ms(),
+        ttl=LIFETIME,
+        grace=5_000,
+        lock_token=None,
+        max_size=MAX_SIZE,
+    )
+    assert moved.status is MergeStatus.MISSING
+    assert ttl_left(store) == -2
+    assert load(store, OTHER_SID) == {"a": 1}
+    # A link past its grace period in the middle of a chain breaks it.
+    create(store, {"a": 1})
+    assert rotate(store).status is MergeStatus.DONE
+    store.rotate(
+        OTHER_SID,
+        THIRD_SID,
+        [],
+        now=now_ms(),
+        ttl=LIFETIME,
+        grace=5_000,
+        lock_token=None,
+        max_size=MAX_SIZE,
+    )
+    end_grace_now(store, OTHER_SID)
+    with pytest.raises(SessionChainBrokenError):
+        store.load(SID, ttl=None)
+
+
+def test_shortening_a_chain_keeps_each_redirects_grace_period(store: Store) -> None:
+    create(store, {"a": 1})
+    assert rotate(store).status is MergeStatus.DONE
+    if isinstance(store, RedisSessionStore):
+        _, expires = stored_redirect(store)
+    store.rotate(
+        OTHER_SID,
+        THIRD_SID,
+        [],
+        now=now_ms(),
+        ttl=LIFETIME,
+        grace=60_000,
+        lock_token=None,
+        max_size=MAX_SIZE,
+    )
+    stored = store.load(SID, ttl=LIFETIME)
+    assert stored is not None and (stored.sid, stored.data) == (THIRD_SID, {"a": 1})
+    assert 0 < ttl_left(store) <= 5_000
+    if isinstance(store, RedisSessionStore):
+        assert stored_redirect(store) == (THIRD_SID, expires)
+
+
+# --------------------------------------------------------------------------
+# A merge that releases the lock (the end of a locked section)
+# --------------------------------------------------------------------------
+
+
+def locked_merge(
+    store: Store,
+    changes: t.Sequence[Change],
+    token: str | None,
+    *,
+    sid: str = SID,
+    max_size: int = MAX_SIZE,
+) -> MergeResult:
+    return store.merge(
+        sid,
+        changes,
+        now=now_ms(),
+        ttl=LIFETIME,
+        create=False,
+        lock_token=token,
+        max_size=max_size,
+        release_lock=True,
+    )
+
+
+def test_a_merge_that_releases_the_lock_writes_and_unlocks_in_one_step(
+    store: Store,
+) -> None:
+    create(store, {"n": 1})
+    assert store.lock(SID, "mine", 10_000)
+    result = locked_merge(store, [change(["n"], 2)], "mine")
+    assert result.status is MergeStatus.DONE and not result.emptied
+    assert load(store) == {"n": 2}
+    assert not store.is_locked(SID)
+    assert store.unlock(SID, "mine") is False
+    assert store.lock(SID, "next", 10_000)
+    emptied = locked_merge(store, [change(["n"], delete=True)], "next")
+    assert (emptied.status, emptied.emptied) == (MergeStatus.DONE, True)
+    assert load(store) is None
+    assert not store.is_locked(SID)
+
+
+def test_a_merge_that_releases_the_lock_keeps_it_when_it_writes_nothing(
+    store: Store,
+) -> None:
+    create(store, {"n": 1})
+    assert store.lock(SID, "theirs", 10_000)
+    assert locked_merge(store, [change(["n"], 2)], "mine").status is (
+        MergeStatus.LOCK_LOST
+    )
+    assert locked_merge(store, [change(["n"], 2)], None).status is MergeStatus.LOCKED
+    assert store.is_locked(SID)
+    assert store.unlock(SID, "theirs")
+    assert store.lock(SID, "mine", 10_000)
+    with pytest.raises(SessionSerializationError):
+        locked_merge(store, [change(["big"], "x" * 200)], "mine", max_size=100)
+    assert store.is_locked(SID)
+    assert store.unlock(SID, "mine")
+    assert store.lock(OTHER_SID, "mine", 10_000)
+    missing = locked_merge(store, [change(["n"], 2)], "mine", sid=OTHER_SID)
+    assert missing.status is MergeStatus.MISSING
+    assert store.unlock(OTHER_SID, "mine")
+    assert load(store) == {"n": 1}

@@ -119,7 +119,8 @@ class SessionStore(t.Protocol):
         """Return the session ``sid``, or ``None`` if it does not exist.
 
         Follows rotation redirects, at most :data:`MAX_REDIRECT_DEPTH` of
-        them, and returns the session under its current id.
+        them, and returns the session under its current id. A redirect's
+        grace period must not grow.
 
         :param ttl: extend the session's lifetime to this many milliseconds
             in the same step; ``None`` leaves the expiry as it is.
@@ -146,6 +147,7 @@ class SessionStore(t.Protocol):
         create: bool,
         lock_token: str | None,
         max_size: int,
+        release_lock: bool = False,
     ) -> MergeResult:
         """Apply ``changes`` to the session ``sid`` in one atomic step.
 
@@ -165,6 +167,13 @@ class SessionStore(t.Protocol):
             exist, instead of answering :attr:`MergeStatus.MISSING`.
         :param max_size: the largest the stored session may become, in
             bytes.
+        :param release_lock: with a ``lock_token``, also release the lock in
+            the same atomic step once the write is done
+            (:attr:`MergeStatus.DONE`); with any other outcome the lock stays
+            as it was. A locked section ends with such a merge, which saves
+            it the round trip of :meth:`unlock`. A store whose calls may be
+            sent twice (a retry after a lost reply) must answer the second
+            call as the first, not with :attr:`MergeStatus.LOCK_LOST`.
         :raises SessionSerializationError: the session would become larger
             than ``max_size``; nothing was written.
         """

@@ -142,6 +142,7 @@ class MemorySessionStore:
         create: bool,
         lock_token: str | None,
         max_size: int,
+        release_lock: bool = False,
     ) -> MergeResult:
         """Apply ``changes`` atomically, with the same rules as Redis."""
         with self._mutex:
@@ -160,8 +161,12 @@ class MemorySessionStore:
             updated = _Entry(entry.created_at, entry.expires_at, dict(entry.fields))
             for change in changes:
                 apply_change_to_fields(updated.fields, change)
+            # The lock check above found ``lock_token`` holding the lock.
+            release = release_lock and lock_token is not None
             if not updated.fields:
                 self._sessions.pop(sid, None)
+                if release:
+                    del self._locks[sid]
                 return MergeResult(
                     MergeStatus.DONE,
                     created_at=entry.created_at,
@@ -172,6 +177,8 @@ class MemorySessionStore:
                 updated.expires_at = now + ttl
             _check_size(updated, max_size)
             self._sessions[sid] = updated
+            if release:
+                del self._locks[sid]
             return MergeResult(
                 MergeStatus.DONE,
                 created_at=updated.created_at,

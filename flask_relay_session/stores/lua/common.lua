@@ -24,22 +24,61 @@ local function lock_refusal(lock_key, token)
   return nil
 end
 
--- The id a stored document redirects to, or nil for a session document.
+-- Release the lock after a write that asked for it (ARGV[1] the token,
+-- `release` true), leaving a short-lived receipt of the write's `reply` under
+-- `receipt_key`: a client that re-sends the script after a lost reply finds
+-- the lock gone, and gets the same reply instead of "lock_lost".
+local function finish(lock_key, receipt_key, release, reply)
+  if release and ARGV[1] ~= "" then
+    redis.call("DEL", lock_key)
+    redis.call("SET", receipt_key, ARGV[1] .. " " .. cjson.encode(reply), "PX", 60000)
+  end
+  return reply
+end
+
+-- The reply a re-sent write that released the lock got the first time, or
+-- nil.
+local function receipt(receipt_key, token)
+  local stored = redis.call("GET", receipt_key)
+  if stored and string.sub(stored, 1, #token + 1) == token .. " " then
+    return cjson.decode(string.sub(stored, #token + 2))
+  end
+  return nil
+end
+
+-- The id a stored document redirects to, or nil for a session document,
+-- and when the redirect's grace period ends (nil if it does not say).
 -- A redirect is short; decoding a long session here would block Redis for
 -- nothing.
 local function redirect_target(raw)
   if #raw < 512 and string.find(raw, '"redirectTo"', 1, true) then
     local doc = cjson.decode(raw)
     if doc.data == cjson.null and type(doc.meta) == "table" then
-      return doc.meta.redirectTo
+      return doc.meta.redirectTo, tonumber(doc.meta.expiresAt)
     end
   end
   return nil
 end
 
--- The document that redirects a rotated-away id to its successor.
-local function redirect_document(target)
-  return cjson.encode({data = cjson.null, meta = {redirectTo = target}})
+-- The document that redirects a rotated-away id to its successor until
+-- `expires`. The redirect carries its own end: a load pipelines GET and
+-- PEXPIRE without a script, so a rotation landing between the two can
+-- leave the redirect with a session's TTL; the next load restores the end
+-- with PEXPIREAT, and writes check it here.
+local function redirect_document(target, expires)
+  return cjson.encode({data = cjson.null, meta = {redirectTo = target, expiresAt = expires}})
+end
+
+-- The server's clock, in milliseconds since the epoch.
+local function server_now()
+  local time = redis.call("TIME")
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- Whether a redirect whose grace period ends at `expires` (nil: it does not
+-- say, and its TTL is the truth) is over.
+local function grace_over(expires)
+  return expires ~= nil and expires <= server_now()
 end
 
 -- A tag is a one-key object whose key is a space and one letter. A user's

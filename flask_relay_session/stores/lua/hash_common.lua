@@ -8,6 +8,7 @@
 -- When the session was created, in milliseconds since the epoch.
 local CREATED = " created"
 -- When it expires, as of its last write; between writes the TTL is the truth.
+-- In a redirect: when its grace period ends (see `redirect_document`).
 local EXPIRES = " expires"
 -- The sum of the lengths of its data fields' names and values, in bytes.
 local SIZE = " size"
@@ -16,5 +17,6 @@ local SIZE = " size"
 local VERSION = " version"
 -- How many meta fields a session hash holds.
 local META_FIELDS = 4
--- The only field of a rotated-away id: the id it redirects to.
+-- The field of a rotated-away id that names the id it redirects to. A
+-- redirect holds this field and EXPIRES, nothing else.
 local REDIRECT = " redirect"

@@ -2,6 +2,9 @@
 --
 -- KEYS[1]  the session key, <prefix>{<sid>}
 -- KEYS[2]  the lock key, <prefix><lock_prefix>{<sid>}
+-- KEYS[3]  only to release the lock (held by ARGV[1]) once the write is
+--          done, in this same step: the lock's receipt key,
+--          <prefix><lock_prefix>released:{<sid>}
 -- ARGV[1]  the caller's lock token, or "" when it holds no lock
 -- ARGV[2]  now, in milliseconds since the epoch
 -- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
@@ -14,6 +17,8 @@
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"too_large", size} or {"done", created_ms, expires_ms, emptied}.
 -- Nothing is written unless the reply is "done".
+-- A re-sent script whose first run released the lock gets the first run's
+-- reply again (see `finish` in common.lua).
 --
 -- Redis work follows the fields the paths touch, not the session: a field
 -- replaced whole (a path of depth 1) is stored as sent, without cjson; a
@@ -21,14 +26,21 @@
 -- up to date from the lengths of the touched fields.
 
 local key = KEYS[1]
+local release = #KEYS == 3
 local refusal = lock_refusal(KEYS[2], ARGV[1])
 if refusal then
-  return refusal
+  return release and refusal[1] == "lock_lost" and receipt(KEYS[3], ARGV[1])
+    or refusal
 end
 
 local target = redis.call("HGET", key, REDIRECT)
 if target then
-  return {"redirected", target}
+  if not grace_over(tonumber(redis.call("HGET", key, EXPIRES))) then
+    return {"redirected", target}
+  end
+  -- A redirect whose grace period is over, kept alive by a load that
+  -- refreshed the key while it was rotated: it is gone.
+  redis.call("DEL", key)
 end
 
 local now = tonumber(ARGV[2])
@@ -145,9 +157,9 @@ redis.call("HSET", key, CREATED, created, EXPIRES, now + ttl, SIZE, size)
 redis.call("HINCRBY", key, VERSION, 1)
 if redis.call("HLEN", key) <= META_FIELDS then
   redis.call("DEL", key)
-  return {"done", created, now, 1}
+  return finish(KEYS[2], KEYS[3], release, {"done", created, now, 1})
 end
 if ARGV[3] ~= "" then
   redis.call("PEXPIRE", key, ttl)
 end
-return {"done", created, now + ttl, 0}
+return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0})

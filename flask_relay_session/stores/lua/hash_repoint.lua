@@ -9,6 +9,11 @@
 if not redis.call("HGET", KEYS[1], REDIRECT) then
   return 0
 end
--- HSET keeps the key's TTL: the redirect still ends with its grace period.
+-- HSET keeps the key's TTL and " expires": the redirect still ends with
+-- its grace period.
 redis.call("HSET", KEYS[1], REDIRECT, ARGV[1])
+local expires = redis.call("HGET", KEYS[1], EXPIRES)
+if expires then
+  redis.call("PEXPIREAT", KEYS[1], expires)
+end
 return 1

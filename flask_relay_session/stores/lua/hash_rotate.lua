@@ -9,6 +9,10 @@
 -- ARGV[4]  how long the redirect lives (the grace period), in milliseconds;
 --          0 deletes the old id instead
 --
+-- The redirect is a hash of two fields: " redirect", the new id, and
+-- " expires", when its grace period ends by the server's clock (see
+-- `redirect_document` in common.lua for why it carries its end).
+--
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"changed", {field, value, ...}} when a concurrent write changed the
 -- session since it was copied (copy it again and retry), or {"done"}.
@@ -22,7 +26,10 @@ if redis.call("EXISTS", KEYS[1]) == 0 then
   return {"missing"}
 end
 local target = redis.call("HGET", KEYS[1], REDIRECT)
-if target then
+if target and grace_over(tonumber(redis.call("HGET", KEYS[1], EXPIRES))) then
+  redis.call("DEL", KEYS[1])
+  return {"missing"}
+elseif target then
   return {"redirected", target}
 end
 if (redis.call("HGET", KEYS[1], VERSION) or "") ~= ARGV[2] then
@@ -30,8 +37,9 @@ if (redis.call("HGET", KEYS[1], VERSION) or "") ~= ARGV[2] then
 end
 
 redis.call("DEL", KEYS[1])
-if tonumber(ARGV[4]) > 0 then
-  redis.call("HSET", KEYS[1], REDIRECT, ARGV[3])
-  redis.call("PEXPIRE", KEYS[1], ARGV[4])
+local grace = tonumber(ARGV[4])
+if grace > 0 then
+  redis.call("HSET", KEYS[1], REDIRECT, ARGV[3], EXPIRES, server_now() + grace)
+  redis.call("PEXPIRE", KEYS[1], grace)
 end
 return {"done"}

@@ -2,6 +2,9 @@
 --
 -- KEYS[1]  the session key, <prefix>{<sid>}
 -- KEYS[2]  the lock key, <prefix><lock_prefix>{<sid>}
+-- KEYS[3]  only to release the lock (held by ARGV[1]) once the write is
+--          done, in this same step: the lock's receipt key,
+--          <prefix><lock_prefix>released:{<sid>}
 -- ARGV[1]  the caller's lock token, or "" when it holds no lock
 -- ARGV[2]  now, in milliseconds since the epoch
 -- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
@@ -14,10 +17,14 @@
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"too_large", size} or {"done", created_ms, expires_ms, emptied}.
 -- Nothing is written unless the reply is "done".
+-- A re-sent script whose first run released the lock gets the first run's
+-- reply again (see `finish` in common.lua).
 
+local release = #KEYS == 3
 local refusal = lock_refusal(KEYS[2], ARGV[1])
 if refusal then
-  return refusal
+  return release and refusal[1] == "lock_lost" and receipt(KEYS[3], ARGV[1])
+    or refusal
 end
 
 local now = tonumber(ARGV[2])
@@ -26,13 +33,21 @@ local raw = redis.call("GET", KEYS[1])
 if raw then
   doc = cjson.decode(raw)
   if doc.data == cjson.null then
-    return {"redirected", doc.meta.redirectTo}
+    if not grace_over(tonumber(doc.meta.expiresAt)) then
+      return {"redirected", doc.meta.redirectTo}
+    end
+    -- A redirect whose grace period is over, kept alive by a load that
+    -- refreshed the key while it was rotated: it is gone.
+    redis.call("DEL", KEYS[1])
+    doc = nil
   end
-elseif ARGV[4] == "1" then
+end
+if not doc then
+  if ARGV[4] ~= "1" then
+    return {"missing"}
+  end
   -- The id in a created document's meta is the one in the key's hash tag.
   doc = {data = {}, meta = {id = string.match(KEYS[1], "{(%x+)}$"), createdAt = now}}
-else
-  return {"missing"}
 end
 
 local data = doc.data
@@ -48,7 +63,7 @@ end
 local created = tonumber(doc.meta.createdAt) or now
 if next(data) == nil then
   redis.call("DEL", KEYS[1])
-  return {"done", created, now, 1}
+  return finish(KEYS[2], KEYS[3], release, {"done", created, now, 1})
 end
 
 local ttl
@@ -70,4 +85,4 @@ doc.meta.expiresAt = now + ttl
 doc.data = nil
 local meta = cjson.encode(doc.meta)
 redis.call("SET", KEYS[1], '{"data":' .. encoded .. ',"meta":' .. meta .. "}", "PX", ttl)
-return {"done", created, now + ttl, 0}
+return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0})

@@ -7,12 +7,16 @@
 -- redirect (it expired, or was never one).
 
 local raw = redis.call("GET", KEYS[1])
-if not raw or not redirect_target(raw) then
+if not raw then
   return 0
 end
+local target, expires = redirect_target(raw)
 local ttl = redis.call("PTTL", KEYS[1])
-if ttl <= 0 then
+if not target or ttl <= 0 then
   return 0
 end
-redis.call("SET", KEYS[1], redirect_document(ARGV[1]), "PX", ttl)
+redis.call("SET", KEYS[1], redirect_document(ARGV[1], expires), "PX", ttl)
+if expires then
+  redis.call("PEXPIREAT", KEYS[1], expires)
+end
 return 1

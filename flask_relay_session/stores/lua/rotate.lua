@@ -9,6 +9,9 @@
 -- ARGV[4]  how long the redirect lives (the grace period), in milliseconds;
 --          0 deletes the old id instead
 --
+-- The redirect records when its grace period ends, by the server's clock
+-- (see `redirect_document` in common.lua).
+--
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"changed", document} when a concurrent write changed the document since
 -- it was copied (copy it again and retry), or {"done"}.
@@ -23,15 +26,20 @@ if not raw then
   return {"missing"}
 end
 if redis.sha1hex(raw) ~= ARGV[2] then
-  local target = redirect_target(raw)
-  if target then
+  local target, expires = redirect_target(raw)
+  if target and grace_over(expires) then
+    redis.call("DEL", KEYS[1])
+    return {"missing"}
+  elseif target then
     return {"redirected", target}
   end
   return {"changed", raw}
 end
 
-if tonumber(ARGV[4]) > 0 then
-  redis.call("SET", KEYS[1], redirect_document(ARGV[3]), "PX", ARGV[4])
+local grace = tonumber(ARGV[4])
+if grace > 0 then
+  local document = redirect_document(ARGV[3], server_now() + grace)
+  redis.call("SET", KEYS[1], document, "PX", grace)
 else
   redis.call("DEL", KEYS[1])
 end
