@@ -524,8 +524,15 @@ class Session(SessionMixin):
             )
 
     def _write_ttl(self) -> int | None:
+        """The lifetime a write sets, or ``None`` to keep the expiry.
+
+        An expiry this request already refreshed (when it loaded the session,
+        or in an earlier save) is kept.
+        """
         policy = self._policy
-        if self.new or policy.refresh_due(
+        if self.new:
+            return policy.lifetime
+        if not self.refreshed and policy.refresh_due(
             self._permanent, self._expires_at, writing=True
         ):
             return policy.lifetime
