@@ -458,11 +458,16 @@ class Session(SessionMixin):
             lock was lost.
         :raises SessionStoreError: the store cannot be reached.
         """
+        self._save(release_lock=False)
+
+    def _save(self, *, release_lock: bool) -> None:
+        """Save; with ``release_lock``, the merge also releases the lock."""
         changes = self._changes()
         if not changes:
             self.clear_dirty()
             return
         policy = self._policy
+        release = release_lock and self._lock is not None
         result = self._write(
             lambda lock_token: policy.store.merge(
                 self.sid,
@@ -472,6 +477,7 @@ class Session(SessionMixin):
                 create=self.new,
                 lock_token=lock_token,
                 max_size=policy.settings.max_size,
+                release_lock=release,
             )
         )
         if result.status is MergeStatus.MISSING:
@@ -482,8 +488,11 @@ class Session(SessionMixin):
                 self.sid[:8],
             )
             self._continue_as_new()
-            self.save()
+            self._save(release_lock=release_lock)
             return
+        if release:
+            self._lock = None
+            logger.debug("[%s] unlock session %s…: released", self.log_id, self.sid[:8])
         created = self.new
         self._saved(result)
         self._announce_save(changes, created=created, emptied=result.emptied)
@@ -760,41 +769,7 @@ class Session(SessionMixin):
         try:
             self._reload()
             yield self
-            changes = self._changes()
-            if changes:
-                # save(), with the lock released by the merge itself.
-                policy = self._policy
-                result = self._write(
-                    lambda lock_token: policy.store.merge(
-                        self.sid,
-                        changes,
-                        now=policy.now(),
-                        ttl=self._write_ttl(),
-                        create=self.new,
-                        lock_token=lock_token,
-                        max_size=policy.settings.max_size,
-                        release_lock=True,
-                    )
-                )
-                if result.status is MergeStatus.DONE:
-                    self._lock = None
-                    logger.debug(
-                        "[%s] unlock session %s…: released",
-                        self.log_id,
-                        self.sid[:8],
-                    )
-                    created = self.new
-                    self._saved(result)
-                    self._announce_save(
-                        changes, created=created, emptied=result.emptied
-                    )
-                else:
-                    # The session vanished under the lock: save() goes on as
-                    # a new session, and the lock is released below.
-                    self._continue_as_new()
-                    self.save()
-            else:
-                self.clear_dirty()
+            self._save(release_lock=True)
         except BaseException:
             self._restore(before)
             raise
