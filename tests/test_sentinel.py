@@ -176,6 +176,9 @@ def test_requests_during_a_failover_get_200_or_503_and_nothing_partial(
     app = make_app(client)
     browser = app.test_client()
     assert browser.post("/set", json={"start": 0}).status_code == 200
+    # The session must reach the replica before the failover: a write the
+    # old primary acknowledged but had not replicated yet may be lost.
+    assert client.wait(1, 5000) == 1
     statuses: dict[int, int] = {}
     stop = threading.Event()
 
