@@ -240,6 +240,11 @@ class HashLayout(Layout):
         )
         return {text(name): as_bytes(value) for name, value in pairs}
 
+    @staticmethod
+    def data_fields(fields: t.Mapping[str, bytes]) -> dict[str, bytes]:
+        """Return the fields that hold session data, without the meta fields."""
+        return {name: value for name, value in fields.items() if name not in HASH_META}
+
     def fetch(self, client: t.Any, key: str) -> t.Any:
         return client.hgetall(key)
 
@@ -261,7 +266,7 @@ class HashLayout(Layout):
     def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
         fields = self.fields(snapshot)
         created_at = int(fields.get(CREATED, 0))
-        data = {name: value for name, value in fields.items() if name not in HASH_META}
+        data = self.data_fields(fields)
         return loads_fields(data), created_at
 
     def fingerprint(self, snapshot: Snapshot) -> str:
@@ -280,7 +285,7 @@ class HashLayout(Layout):
     ) -> int:
         fields = self.fields(snapshot)
         created_at = int(fields.get(CREATED, now))
-        data = {name: value for name, value in fields.items() if name not in HASH_META}
+        data = self.data_fields(fields)
         for change in changes:
             apply_change_to_fields(data, change)
         size = sum(len(name.encode()) + len(value) for name, value in data.items())
