@@ -182,6 +182,20 @@ def test_read_modify_write_costs_two_round_trips(
     assert client.get("/read").json == {"n": 5}
 
 
+def test_write_keeps_the_expiry_its_request_refreshed_on_load(
+    counting_redis: CountingRedis, counter: t.Any, layout: str
+) -> None:
+    client = make_app(counting_redis, layout).test_client()
+    client.get("/increment")
+    counter.reset()
+    client.get("/increment")
+    load, merge = counter.calls[-3:-1], counter.calls[-1]
+    assert load[-1][0] == b"PEXPIRE"  # the load refreshed the expiry
+    numkeys = int(merge[2])
+    ttl = merge[3 + numkeys + 2]  # ARGV[3]: "" keeps the expiry
+    assert ttl == b""
+
+
 def test_locked_read_modify_write_costs_three_round_trips(
     counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
