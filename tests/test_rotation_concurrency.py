@@ -552,13 +552,17 @@ def expire_after(
                 return
             seconds_now, micros = client.time()
             now = seconds_now * 1000 + micros // 1000
+            # One atomic step: a request that saw the recorded end in the
+            # past would rightly delete the redirect at once.
             if client.type(key) == b"hash":
-                client.hset(key, " expires", now)
+                transaction = client.pipeline(transaction=True)
+                transaction.hset(key, " expires", now)
+                transaction.pexpire(key, 1)
+                assert transaction.execute() == [0, True]
             else:
                 document = json.loads(client.get(key))
                 document["meta"]["expiresAt"] = now
-                client.set(key, json.dumps(document))
-            assert client.pexpire(key, 1)
+                assert client.set(key, json.dumps(document), px=1)
         finally:
             client.close()
 
