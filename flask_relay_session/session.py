@@ -29,6 +29,7 @@ from .errors import SessionChainError
 from .errors import SessionDepthError
 from .errors import SessionLockError
 from .errors import SessionSerializationError
+from .errors import SessionStoreError
 from .serialization import decode_key
 from .serialization import dumps
 from .serialization import encode_key
@@ -327,6 +328,11 @@ class Session(SessionMixin):
             stored = policy.store.load(
                 self.sid, ttl=policy.lifetime if refresh else None
             )
+        except SessionStoreError:
+            # A request that could not read its session must not write part
+            # of it: the changes it made before the read are dropped.
+            self.clear_dirty()
+            raise
         except SessionChainError as error:
             logger.debug("[%s] load session %s…: %s", self.log_id, self.sid[:8], error)
             # The cookie leads nowhere: the response drops it.

@@ -11,8 +11,10 @@ from flask import Flask
 from flask import jsonify
 from flask import session
 
+from flask_relay_session import MemorySessionStore
 from flask_relay_session import RelaySession
 from flask_relay_session import SessionSerializationError
+from flask_relay_session import SessionStoreError
 
 from .redis_servers import RedisServer
 from .redis_servers import no_retry
@@ -198,3 +200,37 @@ def test_a_key_holding_no_session_gives_a_fresh_session_and_is_left_alone(
     assert client.exists(key)
     assert browser.get("/set/b/2").status_code == 200
     assert browser.get("/read").json == {"b": "2"}
+
+
+class FailingLoads(MemorySessionStore):
+    """A memory store whose loads fail while ``down`` is set."""
+
+    down = False
+
+    def load(self, sid: str, *, ttl: int | None) -> t.Any:
+        if self.down:
+            raise SessionStoreError("the store is down")
+        return super().load(sid, ttl=ttl)
+
+
+def test_a_request_whose_read_failed_writes_nothing_even_if_the_store_is_back() -> None:
+    store = FailingLoads()
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test secret", RELAY_SESSION_STORE=store)
+    RelaySession(app)
+    add_routes(app)
+
+    @app.get("/write-then-read")
+    def write_then_read() -> str:
+        session["first"] = 1  # a write that needs no read
+        store.down = True
+        try:
+            session.get("log")  # the read fails: 503
+        finally:
+            store.down = False  # the store is back before the request ends
+        return "unreachable"
+
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    assert browser.get("/write-then-read").status_code == 503
+    assert browser.get("/read").json == {"a": "1"}
