@@ -1,9 +1,14 @@
 """The extension's settings, read from ``app.config`` and validated once.
 
-Every ``RELAY_SESSION_*`` key is checked at ``init_app``. A wrong value
-raises :class:`~flask_relay_session.SessionConfigError` naming the key and
-what it should be, so a typo fails at start-up instead of on the first
-request.
+Every ``RELAY_SESSION_*`` key, and Flask's ``PERMANENT_SESSION_LIFETIME``,
+is checked at ``init_app``. A wrong value raises
+:class:`~flask_relay_session.SessionConfigError` naming the key and the
+values it accepts, so a typo or a value no store can honour fails at
+start-up instead of on every request.
+
+Durations are a number of seconds or a :class:`~datetime.timedelta`, at
+most :data:`MAX_DURATION`. NaN, infinities, booleans and negative numbers
+are refused.
 
 Migrating from Flask-Session
     Its configuration keys that have an exact equivalent here are read as
@@ -18,7 +23,14 @@ Migrating from Flask-Session
         read as ``RELAY_SESSION_REDIS`` (a client, as Flask-Session takes;
         a URL works too).
     ``SESSION_KEY_PREFIX``
-        read as ``RELAY_SESSION_KEY_PREFIX``. The stored layout differs from
+        read as ``RELAY_SESSION_KEY_PREFIX``. Flask-Session's old keys then
+        share the prefix of live sessions, so the warning says to clean them
+        up only with a pattern that skips keys containing ``{``. A value
+        starting with Flask-Session's default, ``session:``
+        (:data:`FLASK_SESSION_PREFIX`), is refused: live sessions and locks
+        would match ``session:*``, the pattern its keys are cleaned up with.
+        Remove the key (the prefix becomes ``sess:``) or set
+        ``RELAY_SESSION_KEY_PREFIX``. The stored layout differs from
         Flask-Session's, so sessions stored by Flask-Session are not read:
         users sign in again once.
     ``SESSION_PERMANENT``
@@ -27,9 +39,13 @@ Migrating from Flask-Session
     ``SESSION_TYPE``
         not mapped; anything but ``"redis"`` warns.
 
-    ``SESSION_USE_SIGNER`` needs no equivalent (cookies are always signed),
-    and ``SESSION_COOKIE_*`` and ``PERMANENT_SESSION_LIFETIME`` are Flask's
-    own keys, which this extension follows.
+    Other Flask-Session keys are ignored without a word: they have no
+    effect here (``SESSION_USE_SIGNER``: cookies are always signed;
+    ``SESSION_ID_LENGTH``, ``SESSION_SERIALIZATION_FORMAT``,
+    ``SESSION_CLEANUP_N_REQUESTS`` and the other backends' keys).
+    ``SESSION_COOKIE_*``, ``SESSION_REFRESH_EACH_REQUEST`` and
+    ``PERMANENT_SESSION_LIFETIME`` are Flask's own keys, which this
+    extension follows.
 """
 
 from __future__ import annotations
@@ -47,10 +63,24 @@ if t.TYPE_CHECKING:
     from flask import Request
 
 #: A callable that returns the request values a cookie is bound to.
-SignWith = t.Callable[["Request"], "str | t.Sequence[str]"]
+SignWith = t.Callable[["Request"], "str | None | t.Sequence[str | None]"]
 
 #: The smallest rotation grace period, in seconds.
 MIN_GRACE_PERIOD = 5.0
+
+#: The longest duration a setting may give: 3650 days, about ten years.
+#: Much longer ones break: Redis refuses an expiry that does not fit a
+#: signed 64-bit count of milliseconds once added to the current time, and
+#: a permanent session's cookie cannot expire after the year 9999. Ten years
+#: keeps every expiry far inside both, and inside what the Lua scripts'
+#: numbers and ``cjson`` hold exactly.
+MAX_DURATION = timedelta(days=3650)
+
+_MAX_DURATION_TEXT = f"{MAX_DURATION.days} days"
+
+#: Flask-Session's default ``SESSION_KEY_PREFIX``. Read as
+#: ``RELAY_SESSION_KEY_PREFIX``, a prefix starting with it is refused.
+FLASK_SESSION_PREFIX = "session:"
 
 LAYOUTS = ("json", "hash")
 
@@ -95,7 +125,11 @@ class Settings:
     lock_backoff: int
     #: The rotation grace period; ``None`` means the session lifetime.
     rotation_grace_period: int | None
-    #: ``True``, ``False`` or the fraction r of §3.
+    #: ``RELAY_SESSION_ROLLING``, when a request extends the session's
+    #: expiry: ``True``, on every request that loads or writes it (and
+    #: every request of a permanent session); ``False``, never; a
+    #: fraction r with 0 < r < 1, only once less than (1 - r) × the
+    #: lifetime remains (``SessionPolicy.refresh_due`` in session.py).
     rolling: bool | float
     sign_with: SignWith | None
     max_size: int
@@ -105,30 +139,62 @@ class Settings:
     def from_app(cls, app: Flask) -> Settings:
         """Read and validate the settings from ``app.config``.
 
+        ``PERMANENT_SESSION_LIFETIME`` is checked too, though Flask keeps it
+        and the interface reads it on each request: an app that changes it
+        after ``init_app`` is not checked again.
+
         :raises SessionConfigError: a value is invalid.
         """
         config = _with_flask_session_keys(app.config)
+        _duration(
+            config,
+            "PERMANENT_SESSION_LIFETIME",
+            None,
+            minimum=1,
+            minimum_text="1 second",
+        )
         grace = None
         if config.get("RELAY_SESSION_ROTATION_GRACE_PERIOD") is not None:
-            grace = _duration(config, "RELAY_SESSION_ROTATION_GRACE_PERIOD", None)
-            if grace < MIN_GRACE_PERIOD * 1000:
-                raise _invalid(
-                    "RELAY_SESSION_ROTATION_GRACE_PERIOD",
-                    f"at least {MIN_GRACE_PERIOD:g} seconds, so that requests in"
-                    " flight can follow a rotation",
-                    config["RELAY_SESSION_ROTATION_GRACE_PERIOD"],
-                )
+            grace = _duration(
+                config,
+                "RELAY_SESSION_ROTATION_GRACE_PERIOD",
+                None,
+                minimum=MIN_GRACE_PERIOD,
+                minimum_text=f"{MIN_GRACE_PERIOD:g} seconds",
+            )
+        lock_retries = _count(config, "RELAY_SESSION_LOCK_RETRIES", 10)
+        lock_backoff = _duration(
+            config,
+            "RELAY_SESSION_LOCK_BACKOFF",
+            0.05,
+            minimum=0,
+            minimum_text="0 seconds",
+        )
+        # Attempt n waits n × backoff on average (± 50 % jitter): the whole
+        # average wait has the same limit.
+        wait = lock_backoff * lock_retries * (lock_retries + 1) // 2
+        if wait > MAX_DURATION // timedelta(milliseconds=1):
+            raise SessionConfigError(
+                "RELAY_SESSION_LOCK_RETRIES and RELAY_SESSION_LOCK_BACKOFF must"
+                " make a lock wait, backoff × (1 + 2 + … + retries), of at most"
+                f" {_MAX_DURATION_TEXT}; got {lock_retries} retries of"
+                f" {lock_backoff / 1000:g} seconds, {wait // 86_400_000} days"
+            )
         return cls(
             redis=config.get("RELAY_SESSION_REDIS"),
             store=config.get("RELAY_SESSION_STORE"),
             key_prefix=_string(config, "RELAY_SESSION_KEY_PREFIX", "sess:"),
             lock_prefix=_string(config, "RELAY_SESSION_LOCK_PREFIX", "lock:"),
             preload_script=_bool(config, "RELAY_SESSION_PRELOAD_SCRIPT", False),
-            lock_ttl=_duration(config, "RELAY_SESSION_LOCK_TTL", 5),
-            lock_retries=_count(config, "RELAY_SESSION_LOCK_RETRIES", 10),
-            lock_backoff=_duration(
-                config, "RELAY_SESSION_LOCK_BACKOFF", 0.05, zero=True
+            lock_ttl=_duration(
+                config,
+                "RELAY_SESSION_LOCK_TTL",
+                5,
+                minimum=0.001,
+                minimum_text="1 millisecond",
             ),
+            lock_retries=lock_retries,
+            lock_backoff=lock_backoff,
             rotation_grace_period=grace,
             rolling=_rolling(config),
             sign_with=_sign_with(config),
@@ -142,18 +208,40 @@ def _with_flask_session_keys(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
 
     Warns once per Flask-Session key that is used, and once per key that is
     ignored in a way that changes behaviour.
+
+    :raises SessionConfigError: ``SESSION_KEY_PREFIX`` would put live
+        sessions under Flask-Session's default prefix.
     """
     result = dict(config)
     stacklevel = _user_stacklevel()
+    prefix = config.get("SESSION_KEY_PREFIX")
+    if (
+        isinstance(prefix, str)
+        and prefix.startswith(FLASK_SESSION_PREFIX)
+        and config.get("RELAY_SESSION_KEY_PREFIX") is None
+    ):
+        raise SessionConfigError(
+            f"SESSION_KEY_PREFIX = {prefix!r} is a Flask-Session setting; read"
+            " as RELAY_SESSION_KEY_PREFIX it would keep live sessions and locks"
+            f" under {FLASK_SESSION_PREFIX!r}, where a clean-up of"
+            f" Flask-Session's keys ({FLASK_SESSION_PREFIX}*) deletes them."
+            " Remove SESSION_KEY_PREFIX to use the default 'sess:', or set"
+            " RELAY_SESSION_KEY_PREFIX to a non-empty string without braces."
+        )
     for old, new in FLASK_SESSION_KEYS.items():
         if config.get(old) is None or config.get(new) is not None:
             continue
-        warnings.warn(
+        message = (
             f"{old} is a Flask-Session setting; flask-relay-session reads it"
-            f" as {new} for now. Rename it to {new}.",
-            DeprecationWarning,
-            stacklevel=stacklevel,
+            f" as {new} for now. Rename it to {new}."
         )
+        if old == "SESSION_KEY_PREFIX":
+            message += (
+                " Live sessions now share this prefix with Flask-Session's old"
+                " keys: delete those only with a clean-up that skips keys"
+                " containing '{', which all of this extension's keys have."
+            )
+        warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)
         result[new] = config[old]
     for key, (matters, instead) in FLASK_SESSION_UNSUPPORTED.items():
         if key in config and matters(config[key]):
@@ -211,19 +299,30 @@ def _duration(
     config: t.Mapping[str, t.Any],
     key: str,
     default: float | None,
-    zero: bool = False,
+    *,
+    minimum: float,
+    minimum_text: str,
 ) -> int:
+    """Return the duration ``key`` in milliseconds.
+
+    :param minimum: the shortest duration accepted, in seconds; the longest
+        is :data:`MAX_DURATION`.
+    :param minimum_text: ``minimum`` as the error message states it.
+    """
     value = config.get(key, default)
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if (
         isinstance(seconds, bool)
         or not isinstance(seconds, (int, float))
-        or seconds < 0
-        or (seconds == 0 and not zero)
-        or seconds != seconds
+        # NaN compares false, so it is refused too.
+        or not minimum <= seconds <= MAX_DURATION.total_seconds()
     ):
-        limit = "zero or more" if zero else "more than zero"
-        raise _invalid(key, f"a number of seconds or a timedelta, {limit}", value)
+        raise _invalid(
+            key,
+            f"a number of seconds or a timedelta, from {minimum_text} to"
+            f" {_MAX_DURATION_TEXT}",
+            value,
+        )
     return round(seconds * 1000)
 
 

@@ -35,14 +35,32 @@ def new_session_id() -> str:
     return secrets.token_hex(32)
 
 
-def bind_values(values: str | t.Sequence[str]) -> str:
+def bind_values(values: str | None | t.Sequence[str | None]) -> str:
     """Return the hex SHA-256 of request values a cookie is bound to.
 
-    :param values: what ``RELAY_SESSION_SIGN_WITH`` returned: one string or
-        several, joined with ``|``.
+    Each value is hashed with its length in front (``<length>:<value>``,
+    the length in UTF-8 bytes), so that no two different lists of values
+    hash alike: ``["a|b", "c"]`` and ``["a", "b|c"]`` differ. ``None``, a
+    header the request did not send, is hashed as ``-``, unlike any string.
+    One value is the same as a list holding only that value.
+
+    :param values: what ``RELAY_SESSION_SIGN_WITH`` returned.
+    :raises TypeError: a value is neither a string nor ``None``.
     """
-    joined = values if isinstance(values, str) else "|".join(values)
-    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()
+    items = [values] if values is None or isinstance(values, str) else values
+    digest = hashlib.sha256()
+    for value in items:
+        if value is None:
+            digest.update(b"-")
+        elif isinstance(value, str):
+            encoded = value.encode("utf-8", "surrogatepass")
+            digest.update(b"%d:%s" % (len(encoded), encoded))
+        else:
+            raise TypeError(
+                "RELAY_SESSION_SIGN_WITH must return a string, None or a list"
+                f" of them; got an item of type {type(value).__name__}"
+            )
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,18 +8,18 @@ from dataclasses import dataclass
 
 import flask
 from flask import Flask
-from flask import jsonify
-from flask.globals import request_ctx
+from flask import request
 
 from .cli import cli as relay_session_cli
 from .config import Settings
-from .errors import RelaySessionError
 from .errors import SessionChainError
 from .errors import SessionConfigError
 from .errors import SessionLockError
 from .errors import SessionStoreError
+from .errors import error_response
 from .interface import RelaySessionInterface
 from .interface import finish_request
+from .interface import request_session
 from .session import Session
 from .stores.base import SessionStore
 from .stores.memory import MemorySessionStore
@@ -33,7 +33,13 @@ logger = logging.getLogger("flask_relay_session")
 #: A function that answers a :class:`SessionChainError`.
 ChainHandler = t.Callable[[SessionChainError], "ResponseReturnValue"]
 
-_STORE_METHODS = ("load", "touch", "merge", "delete", "lock", "unlock", "is_locked")
+#: The methods ``RELAY_SESSION_STORE`` must have: those the
+#: :class:`SessionStore` protocol defines, in the order it defines them.
+_STORE_METHODS = tuple(
+    name
+    for name, member in vars(SessionStore).items()
+    if callable(member) and not name.startswith("_")
+)
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,13 @@ class RelaySessionState:
     interface: RelaySessionInterface
 
 
-def _error_response(error: RelaySessionError, code: str) -> ResponseReturnValue:
-    return jsonify(error=code, message=str(error)), getattr(error, "code", 500)
-
-
 def default_broken_chain_handler(error: SessionChainError) -> ResponseReturnValue:
-    """Answer a broken rotation chain with ``410 Gone`` and a JSON error."""
-    return _error_response(error, "session_chain_broken")
+    """Answer a broken rotation chain with ``410 Gone`` and a JSON error.
+
+    The response says the session ended, and is never cached
+    (:func:`~flask_relay_session.errors.error_response`).
+    """
+    return error_response(error)
 
 
 class RelaySession:
@@ -109,7 +115,7 @@ class RelaySession:
         )
         app.register_error_handler(SessionLockError, _lock_error)
         app.register_error_handler(SessionStoreError, _store_error)
-        app.register_error_handler(SessionChainError, self._handle_chain_error)
+        app.register_error_handler(SessionChainError, self.handle_chain_error)
         app.teardown_request(_finish_request)
         app.cli.add_command(relay_session_cli)
 
@@ -121,13 +127,15 @@ class RelaySession:
         """
         if settings.store is not None:
             missing = [
-                name for name in _STORE_METHODS if not hasattr(settings.store, name)
+                name
+                for name in _STORE_METHODS
+                if not callable(getattr(settings.store, name, None))
             ]
             if missing:
                 raise SessionConfigError(
                     "RELAY_SESSION_STORE must implement the SessionStore"
                     f" protocol; {type(settings.store).__name__} has no"
-                    f" {', '.join(missing)}"
+                    f" callable {', '.join(missing)}"
                 )
             return t.cast(SessionStore, settings.store)
         if settings.redis is not None:
@@ -149,8 +157,10 @@ class RelaySession:
     def broken_chain_handler(self, handler: ChainHandler) -> ChainHandler:
         """Register the function that answers a broken rotation chain.
 
-        It receives the :class:`SessionChainError` and returns a response.
-        The default answers ``410 Gone`` with a JSON error. ::
+        It receives the :class:`SessionChainError` and returns a response,
+        for a chain found broken when the view reads the session or when
+        the session is saved after the view; the view's response is then
+        replaced. The default answers ``410 Gone`` with a JSON error. ::
 
             @relay.broken_chain_handler
             def session_gone(error):
@@ -159,7 +169,13 @@ class RelaySession:
         self._broken_chain_handler = handler
         return handler
 
-    def _handle_chain_error(self, error: SessionChainError) -> ResponseReturnValue:
+    def handle_chain_error(self, error: SessionChainError) -> ResponseReturnValue:
+        """Answer ``error`` with the registered :meth:`broken_chain_handler`.
+
+        Called for a chain found broken while the view reads the session and
+        while the session is saved after it.
+        """
+        logger.info("Session chain: %s", error)
         return self._broken_chain_handler(error)
 
     @property
@@ -201,15 +217,15 @@ def _redis_client(value: t.Any) -> t.Any:
 
 def _lock_error(error: SessionLockError) -> ResponseReturnValue:
     logger.warning("Session lock: %s", error)
-    return _error_response(error, "session_locked")
+    return error_response(error)
 
 
 def _store_error(error: SessionStoreError) -> ResponseReturnValue:
     logger.error("Session store: %s", error)
-    return _error_response(error, "session_store_unavailable")
+    return error_response(error)
 
 
 def _finish_request(error: BaseException | None) -> None:
-    session = getattr(request_ctx, "session", None)
-    if isinstance(session, Session):
+    session = request_session(request)
+    if session is not None:
         finish_request(session)

@@ -8,7 +8,6 @@ changed and sets, refreshes or deletes the cookie.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -23,8 +22,12 @@ from .cookies import CookieContent
 from .cookies import CookieSigner
 from .cookies import bind_values
 from .errors import RelaySessionError
+from .errors import SessionChainError
 from .errors import SessionLockError
+from .errors import SessionSerializationError
 from .errors import SessionStoreError
+from .errors import error_response
+from .errors import replace_response
 from .session import Session
 from .session import SessionPolicy
 from .stores.base import SessionStore
@@ -40,6 +43,10 @@ logger = logging.getLogger("flask_relay_session")
 
 #: What a request id must look like to appear in log lines.
 _LOG_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+#: The WSGI environ key under which a request keeps its session, for the
+#: end of the request (:func:`request_session`).
+ENVIRON_KEY = "flask_relay_session.session"
 
 
 class RelaySessionInterface(SessionInterface):
@@ -132,6 +139,7 @@ class RelaySessionInterface(SessionInterface):
             log_id = request.headers.get(self.log_id_header)
             if log_id is not None and _LOG_ID.fullmatch(log_id):
                 session.log_id = log_id
+        request.environ[ENVIRON_KEY] = session
         return session
 
     def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
@@ -155,9 +163,13 @@ class RelaySessionInterface(SessionInterface):
     ) -> None:
         """Save the request's changes, then set or delete the cookie.
 
-        Flask runs no error handler for exceptions raised here, so a store
-        that cannot be reached turns the response into a ``503`` here, and a
-        lock that stays taken into a ``409``; nothing is written either way.
+        Flask runs no error handler for exceptions raised here, so the
+        response is replaced here when the save fails: a store that cannot
+        be reached gives a ``503``, a lock that stays taken a ``409``, and
+        a rotation chain that leads nowhere the response of
+        :meth:`~flask_relay_session.RelaySession.broken_chain_handler`
+        (``410`` by default) and drops the cookie, as when the view read the
+        session. Nothing is written in any of these cases.
         """
         if not isinstance(session, Session):
             return
@@ -167,16 +179,40 @@ class RelaySessionInterface(SessionInterface):
             try:
                 self._persist(session)
             except SessionStoreError as error:
-                logger.error("The session could not be saved: %s", error)
-                _replace_response(response, 503, "session_store_unavailable", error)
+                logger.error(
+                    "[%s] the session could not be saved: %s", session.log_id, error
+                )
+                replace_response(response, error)
                 return
             except SessionLockError as error:
-                logger.warning("The session could not be saved: %s", error)
-                _replace_response(response, 409, "session_locked", error)
+                logger.warning(
+                    "[%s] the session could not be saved: %s", session.log_id, error
+                )
+                replace_response(response, error)
                 return
+            except SessionChainError as error:
+                _adopt_response(response, self.chain_error_response(app, error))
+            except SessionSerializationError:
+                # A bug of the app's (a value that cannot be stored): Flask
+                # answers 500. Nothing was written, and the 500 response's
+                # own save must not fail on the same changes again.
+                session.clear_dirty()
+                raise
             session.client_sid = self._write_cookie(app, session, response)
         finally:
             release_lock(session)
+
+    def chain_error_response(self, app: Flask, error: SessionChainError) -> Response:
+        """Return the response to a broken rotation chain found while saving.
+
+        It is the response of the handler registered with
+        :meth:`~flask_relay_session.RelaySession.broken_chain_handler`, as for
+        a chain found broken while the view read the session.
+        """
+        state = app.extensions.get("relay_session")
+        if state is None:
+            return app.make_response(error_response(error))
+        return app.make_response(state.extension.handle_chain_error(error))
 
     def _persist(self, session: Session) -> None:
         if session.modified:
@@ -235,6 +271,18 @@ class RelaySessionInterface(SessionInterface):
         return session.sid
 
 
+def request_session(request: Request) -> Session | None:
+    """Return the session :meth:`~RelaySessionInterface.open_session` opened
+    for ``request``, or ``None``.
+
+    Unlike :data:`flask.session`, this does not mark the session as
+    accessed, needs no request context of a particular Flask version, and
+    gives ``None`` when opening the session failed.
+    """
+    session = request.environ.get(ENVIRON_KEY)
+    return session if isinstance(session, Session) else None
+
+
 def finish_request(session: Session) -> None:
     """End the request's use of ``session``, at teardown.
 
@@ -264,11 +312,12 @@ def release_lock(session: Session) -> None:
         logger.error("The session lock could not be released: %s", error)
 
 
-def _replace_response(
-    response: Response, status: int, code: str, error: Exception
-) -> None:
-    """Turn ``response`` into a JSON error response, in place."""
-    response.status_code = status
-    response.set_data(json.dumps({"error": code, "message": str(error)}))
-    response.mimetype = "application/json"
-    response.headers.pop("Content-Encoding", None)
+def _adopt_response(response: Response, replacement: Response) -> None:
+    """Make ``response`` the same as ``replacement``, in place."""
+    vary = response.vary
+    response.status_code = replacement.status_code
+    response.headers.clear()
+    response.headers.extend(replacement.headers)
+    response.set_data(replacement.get_data())
+    for value in vary:
+        response.vary.add(value)

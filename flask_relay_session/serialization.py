@@ -17,8 +17,10 @@ other keys of its object.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
+import re
 import typing as t
 from datetime import datetime
 from uuid import UUID
@@ -33,9 +35,14 @@ Path = tuple[str, ...]
 #: Integers with a magnitude below this survive ``cjson``'s 14 digits.
 _SAFE_INT_LIMIT = 10**14
 
-#: Deeper nesting than this is refused with a clear error; ``cjson`` and
-#: Python's own JSON modules give up a little above 1000 levels.
+#: How deeply dicts, lists and tuples may nest in the value of a top-level
+#: key, that value counting as the first level. Deeper values are refused
+#: when stored and when read. A tuple's tag doubles its level in the JSON,
+#: and ``cjson`` and Python's own JSON modules give up a little above 1000.
 MAX_DEPTH = 256
+
+#: The types that count as a level of nesting in a decoded value.
+_CONTAINERS = frozenset({dict, list, tuple})
 
 _TAG_TUPLE = " t"
 _TAG_BYTES = " b"
@@ -146,19 +153,34 @@ def _coerce_key(key: object) -> str:
 
 
 class _Encoder:
-    """Turns one Python value into a tree that ``cjson`` keeps intact."""
+    """Turns one Python value into a tree that ``cjson`` keeps intact.
 
-    def __init__(self, path: t.Sequence[object]) -> None:
+    It recurses two calls per level of nesting, whatever the containers, so
+    that :data:`MAX_DEPTH` levels fit well within Python's default recursion
+    limit.
+
+    :param path: where the value lives in the session, for error messages.
+    :param tag_surrogates: tag strings with lone surrogates, which UTF-8
+        cannot hold: the slow path, for values that hold some.
+    """
+
+    def __init__(self, path: t.Sequence[object], tag_surrogates: bool = False) -> None:
         self.path = list(path)
+        self.tag_surrogates = tag_surrogates
 
     def fail(self, problem: str) -> t.NoReturn:
         raise SessionSerializationError(
             f"cannot store {format_path(self.path)}: {problem}"
         )
 
-    def encode(self, value: t.Any, depth: int = 0) -> t.Any:
+    def encode(self, value: t.Any, depth: int) -> t.Any:
+        """Return the tree for ``value``, which ``depth`` containers hold."""
         kind = type(value)
-        if kind is str or value is None or kind is bool:
+        if kind is str:
+            if self.tag_surrogates and _has_surrogate(value):
+                return {_TAG_STRING: _surrogate_payload(value)}
+            return value
+        if value is None or kind is bool:
             return value
         if kind is int:
             if -_SAFE_INT_LIMIT < value < _SAFE_INT_LIMIT:
@@ -166,19 +188,26 @@ class _Encoder:
             return {_TAG_INT: _int_payload(value)}
         if kind is float:
             return self.encode_float(value)
-        if depth >= MAX_DEPTH:
-            self.fail(f"nesting is deeper than {MAX_DEPTH} levels")
-        if isinstance(value, dict):
-            return self.encode_dict(value, depth + 1)
-        if isinstance(value, list):
-            return self.encode_list(value, depth + 1)
+        if isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_DEPTH:
+                self.fail(f"nesting is deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                return self.encode_dict(value, depth + 1)
+            if isinstance(value, list):
+                return self.encode_list(value, depth + 1)
+            return {_TAG_TUPLE: self.encode_list(value, depth + 1)}
         return self.encode_other(value, depth)
 
     def encode_float(self, value: float) -> t.Any:
+        # Plain only when cjson, which writes numbers with "%.14g", writes
+        # the very text Python does: then it reads back equal, and a value
+        # re-encoded inside Redis keeps its length (the session's size, see
+        # stores/paths.py). Subnormals such as 5e-324 round-trip through 14
+        # digits but are written longer; they are tagged.
         if (
             math.isfinite(value)
             and not value.is_integer()
-            and float(f"{value:.14g}") == value
+            and f"{value:.14g}" == repr(value)
         ):
             return value
         return {_TAG_FLOAT: repr(value)}
@@ -211,8 +240,6 @@ class _Encoder:
         return out
 
     def encode_other(self, value: t.Any, depth: int) -> t.Any:
-        if isinstance(value, tuple):
-            return {_TAG_TUPLE: self.encode_list(value, depth + 1)}
         if isinstance(value, (bytes, bytearray)):
             return {_TAG_BYTES: base64.b64encode(value).decode("ascii")}
         if callable(getattr(value, "__html__", None)):
@@ -237,29 +264,26 @@ class _Encoder:
         )
 
 
-class _SurrogateEncoder(_Encoder):
-    """The slow path, for values holding strings with lone surrogates."""
-
-    def encode(self, value: t.Any, depth: int = 0) -> t.Any:
-        if type(value) is str and _has_surrogate(value):
-            return {_TAG_STRING: _surrogate_payload(value)}
-        return super().encode(value, depth)
-
-
 def dumps(value: t.Any, path: t.Sequence[object] = ()) -> bytes:
     """Encode a session value as UTF-8 JSON bytes safe for Lua ``cjson``.
 
     :param value: the value to encode.
-    :param path: where the value lives in the session, for error messages.
+    :param path: where the value lives in the session. It names the value in
+        error messages, and each dict it leads through (one per key but the
+        last) counts as a level toward :data:`MAX_DEPTH`, as it does when
+        the session is read.
     :raises SessionSerializationError: the value, or something inside it,
-        cannot be stored. The message names its path.
+        cannot be stored, or it nests deeper than :data:`MAX_DEPTH`. The
+        message names its path.
     """
+    depth = max(len(path) - 1, 0)
     try:
         try:
-            return _DUMP(_Encoder(path).encode(value)).encode("utf-8")
+            return _DUMP(_Encoder(path).encode(value, depth)).encode("utf-8")
         except UnicodeEncodeError:
             # Only lone surrogates cannot be encoded: tag them, slowly.
-            return _DUMP(_SurrogateEncoder(path).encode(value)).encode("utf-8")
+            tree = _Encoder(path, tag_surrogates=True).encode(value, depth)
+            return _DUMP(tree).encode("utf-8")
     except RecursionError:
         raise SessionSerializationError(
             f"cannot store {format_path(path)}: nesting is too deep"
@@ -282,9 +306,13 @@ def _decode_object(obj: dict[str, t.Any]) -> t.Any:
 
 
 def loads_fields(fields: t.Mapping[str, bytes]) -> dict[str, t.Any]:
-    """Decode a mapping of stored top-level keys to their JSON."""
+    """Decode a mapping of stored top-level keys to their JSON.
+
+    :raises ValueError: a value is not JSON, or nests deeper than
+        :data:`MAX_DEPTH`.
+    """
     return {
-        (decode_key(key) if key[:1] == " " else key): loads(value)
+        (decode_key(key) if key[:1] == " " else key): loads(value, max_depth=MAX_DEPTH)
         for key, value in fields.items()
     }
 
@@ -292,17 +320,99 @@ def loads_fields(fields: t.Mapping[str, bytes]) -> dict[str, t.Any]:
 _DECODE_TAGGED = json.JSONDecoder(object_hook=_decode_object).decode
 
 
-def loads(data: bytes | str) -> t.Any:
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH + 2) -> t.Any:
     """Decode JSON written by :func:`dumps`, or a merge of it, to Python.
 
     Every tag and every escaped key is a string that starts with a space, so
-    JSON without ``" `` in it holds neither and is decoded by the plain C
-    decoder, with no Python call per object.
+    JSON in which no quote is followed by a space holds neither and is
+    decoded by the plain C decoder, with no Python call per object.
+
+    :param data: the JSON.
+    :param max_depth: how deeply dicts, lists and tuples may nest in the
+        result, the result counting as the first level. The default fits a
+        whole stored session, ``{"data": {key: value}, "meta": {...}}``,
+        whose values may nest :data:`MAX_DEPTH` levels, as :func:`dumps`
+        allows.
+    :raises ValueError: ``data`` is not JSON, or it nests deeper than
+        ``max_depth``.
     """
-    if isinstance(data, bytes):
-        if b'" ' not in data:
-            return json.loads(data)
-        data = data.decode("utf-8")
-    elif '" ' not in data:
-        return json.loads(data)
-    return _DECODE_TAGGED(data)
+    try:
+        if isinstance(data, bytes):
+            tagged = b'" ' in data
+            value = _DECODE_TAGGED(data.decode("utf-8")) if tagged else json.loads(data)
+        else:
+            tagged = '" ' in data
+            value = _DECODE_TAGGED(data) if tagged else json.loads(data)
+    except RecursionError:
+        # Far deeper than anything dumps writes.
+        raise ValueError("the JSON nests too deeply to decode") from None
+    if _nests_deeper(data, value, tagged, max_depth):
+        raise ValueError(f"the value nests deeper than {max_depth} levels")
+    return value
+
+
+#: Maps ``{}`` to ``[]``, for :func:`_json_nests_deeper`.
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+#: Every byte but quotes and brackets.
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+#: A string, once nothing but quotes and brackets is left of the JSON.
+_STRING = re.compile(rb'"[^"]*"')
+
+
+def _nests_deeper(data: bytes | str, value: t.Any, tagged: bool, levels: int) -> bool:
+    """Whether dicts, lists and tuples nest deeper than ``levels`` in
+    ``value``, decoded from the JSON ``data``, itself counting as the first
+    level.
+
+    The JSON nests at least as deep as the value (a tag is an object, a
+    tuple's an object holding an array), so the value is looked at only when
+    the JSON is deeper. The text is looked at only when it opens more
+    brackets than ``levels``.
+    """
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if raw.count(b"[") + raw.count(b"{") <= levels:
+        return False
+    if not _json_nests_deeper(raw, levels):
+        return False
+    return not tagged or _value_nests_deeper(value, levels)
+
+
+def _json_nests_deeper(data: bytes, levels: int) -> bool:
+    """Whether arrays and objects nest deeper than ``levels`` in the JSON
+    ``data``, without decoding it: a few passes over the text, then one per
+    level of nesting, up to ``levels``, each at C speed over what is left.
+    """
+    if b'\\"' in data:
+        # An escaped quote is no quote. An escaped backslash can come before
+        # a quote that is one: drop those first.
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Only quotes and brackets: strings pair up their quotes, and drop out
+    # with any brackets inside them.
+    shape = data.translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in shape:
+        shape = _STRING.sub(b"", shape)
+    for _ in range(levels):
+        if not shape:
+            return False
+        # The innermost arrays and objects drop out: one level less.
+        shape = shape.replace(b"[]", b"")
+    return bool(shape)
+
+
+def _value_nests_deeper(value: t.Any, levels: int) -> bool:
+    """Whether dicts, lists and tuples nest deeper than ``levels`` in the
+    decoded ``value``, itself counting as the first level.
+
+    It looks at one level at a time, with no recursion.
+    """
+    containers = [value] if type(value) in _CONTAINERS else []
+    for _ in range(levels):
+        if not containers:
+            return False
+        inner: list[t.Any] = []
+        for container in containers:
+            items = container.values() if type(container) is dict else container
+            is_container = map(_CONTAINERS.__contains__, map(type, items))
+            inner.extend(itertools.compress(items, is_container))
+        containers = inner
+    return bool(containers)

@@ -15,6 +15,7 @@ import random
 import secrets
 import time
 import typing as t
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
@@ -23,8 +24,10 @@ from datetime import timezone
 from flask.sessions import SessionMixin
 
 from . import signals
+from .config import MAX_DURATION
 from .config import Settings
 from .cookies import new_session_id
+from .errors import SessionChainBrokenError
 from .errors import SessionChainError
 from .errors import SessionDepthError
 from .errors import SessionLockError
@@ -105,9 +108,13 @@ class SessionPolicy:
 
 
 def _milliseconds(duration: float | timedelta) -> int:
+    """Return a grace period in milliseconds, checked like the settings'."""
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-    if not seconds >= 0:
-        raise ValueError(f"a grace period cannot be negative; got {duration!r}")
+    if not 0 <= seconds <= MAX_DURATION.total_seconds():
+        raise ValueError(
+            "a grace period must be from 0 seconds to"
+            f" {MAX_DURATION.days} days; got {duration!r}"
+        )
     return round(seconds * 1000)
 
 
@@ -300,9 +307,54 @@ class Session(SessionMixin):
         self._ensure_loaded()
         return key in self._root
 
+    def __reversed__(self) -> t.Iterator[str]:
+        self.accessed = True
+        self._ensure_loaded()
+        self._read_keys = None
+        return reversed(list(self._root))
+
+    def __or__(self, other: t.Any) -> dict[str, t.Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other: t.Any) -> dict[str, t.Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = dict(other)
+        merged.update(self.copy())
+        return merged
+
     def __ior__(self, other: t.Any) -> Session:
         self.update(other)
         return self
+
+    def copy(self) -> dict[str, t.Any]:
+        """Return a shallow copy as a plain ``dict``, as Flask's session does.
+
+        The values it shares with the session are tracked, so changing them
+        through the copy changes the session too.
+        """
+        return {key: self[key] for key in self}
+
+    def popitem(self) -> tuple[str, t.Any]:
+        """Remove and return the item set last, as ``dict.popitem`` does.
+
+        :raises KeyError: the session is empty.
+        """
+        self.accessed = True
+        self._ensure_loaded()
+        if not self._root:
+            raise KeyError("popitem(): the session is empty")
+        return self._root.popitem()
+
+    def clear(self) -> None:
+        """Remove every key; the save deletes the stored session."""
+        self.accessed = True
+        self._ensure_loaded()
+        self._root.clear()
 
     def __repr__(self) -> str:
         state = dict(self._root) if self._loaded else "not loaded"
@@ -334,11 +386,7 @@ class Session(SessionMixin):
             self.clear_dirty()
             raise
         except SessionChainError as error:
-            logger.debug("[%s] load session %s…: %s", self.log_id, self.sid[:8], error)
-            # The cookie leads nowhere: the response drops it.
-            self._replace_data({})
-            self._start_fresh()
-            raise
+            raise self._chain_broken("load", error) from None
         self._replace_data({} if stored is None else stored.data)
         if stored is None:
             logger.debug(
@@ -386,11 +434,29 @@ class Session(SessionMixin):
 
         Used when the stored session vanished under the request: it expired,
         or a concurrent logout destroyed it. What the request loaded from it
-        must not come back under a new id; what it changed is kept.
+        must not come back under a new id, even when :attr:`modified` was
+        set by hand: only the paths it changed are kept.
         """
-        pending = self._encode(self._pending_paths())
+        pending = self._encode(list(self._dirty))
         self._start_fresh()
         self._restore(pending)
+
+    def _chain_broken(
+        self, operation: str, error: SessionChainError
+    ) -> SessionChainError:
+        """Go on as a new, empty session after ``error``, and return it.
+
+        The cookie leads to no live session: this request's changes are
+        dropped, as the session they were meant for is gone, and the
+        response drops the cookie. Reads and writes answer alike.
+        """
+        logger.debug(
+            "[%s] %s session %s…: %s", self.log_id, operation, self.sid[:8], error
+        )
+        self.clear_dirty()
+        self._root = TrackedDict({}, self._dirty)
+        self._start_fresh()
+        return error
 
     def _start_fresh(self) -> None:
         """Go on as a new session, under a new id, with nothing stored."""
@@ -576,14 +642,28 @@ class Session(SessionMixin):
             lock_token = self._lock[1] if self._lock is not None else None
             result = write(lock_token)
             status = result.status
-            if status is MergeStatus.DONE or status is MergeStatus.MISSING:
+            if status is MergeStatus.DONE:
+                return result
+            if status is MergeStatus.MISSING:
+                if redirects:
+                    # As a load that follows a redirect to a missing session.
+                    raise self._chain_broken(
+                        operation,
+                        SessionChainBrokenError(
+                            "a rotated session id leads to a session that no"
+                            " longer exists"
+                        ),
+                    )
                 return result
             if status is MergeStatus.REDIRECTED:
                 redirects += 1
                 if redirects > MAX_REDIRECT_DEPTH:
-                    raise SessionDepthError(
-                        f"the session was rotated more than {MAX_REDIRECT_DEPTH}"
-                        " times while this request was saving it"
+                    raise self._chain_broken(
+                        operation,
+                        SessionDepthError(
+                            "a rotated session id was rotated more than"
+                            f" {MAX_REDIRECT_DEPTH} times in a row"
+                        ),
                     )
                 assert result.redirect_to is not None
                 logger.debug(
@@ -598,9 +678,10 @@ class Session(SessionMixin):
                 continue
             if status is MergeStatus.LOCK_LOST:
                 raise SessionLockError(
-                    "the session lock expired and was taken by another request"
-                    " before this request saved; nothing was written. Raise"
-                    " RELAY_SESSION_LOCK_TTL above the longest locked section."
+                    "the session lock expired before this request saved (and"
+                    " may have been taken by another request); nothing was"
+                    " written. Raise RELAY_SESSION_LOCK_TTL above the longest"
+                    " locked section."
                 )
             waits += 1
             if waits > settings.lock_retries:
@@ -672,7 +753,7 @@ class Session(SessionMixin):
         Whoever holds the old id during the grace period is served the new
         session too. Where the old id may be known to an attacker (a login
         after an anonymous visit, against session fixation), pass a grace
-        period of 0: the old id is deleted instead of redirected, and
+        period of 0: the old id ends at once instead of redirecting, and
         requests in flight with it get a fresh session.
 
         :param grace_period: how long the old id redirects, in seconds or as
@@ -685,6 +766,14 @@ class Session(SessionMixin):
             self._switch_to(new_sid)
             self._announce_rotation(None)
             return
+        if self._loaded and not self._root:
+            # Emptied by this request: empty sessions are never stored. The
+            # save deletes it, unless a concurrent request added to it.
+            self._save(release_lock=False)
+            if self.emptied:
+                self._start_fresh()
+                self._announce_rotation(None)
+                return
         changes = self._changes()
         if grace_period is None:
             grace = policy.settings.rotation_grace_period or policy.lifetime
@@ -731,8 +820,11 @@ class Session(SessionMixin):
             )
 
     def destroy(self) -> None:
-        """Delete the session from the store.
+        """Delete the session from the store: log out.
 
+        Through an id rotated away whose grace period still runs (a cookie
+        from before a login), the live session it leads to is deleted too,
+        so a logout through any cookie that reaches the session ends it.
         The rest of the request sees a new, empty session with a new id, and
         the response replaces the cookie. The old id is never used again.
         """
@@ -755,14 +847,14 @@ class Session(SessionMixin):
                 session["balance"] += amount
 
         Acquiring retries ``RELAY_SESSION_LOCK_RETRIES`` times, waiting
-        ``attempt * RELAY_SESSION_LOCK_BACKOFF`` between tries. Once held,
-        the session is loaded again, so the block sees every write committed
-        before it, with this request's unsaved changes on top. Leaving the
-        block saves and releases the lock in one step of the store (three
-        round trips in all: lock, load, save). If the block raises, the lock
-        is released and the changes made inside the block are dropped;
-        changes made before the block stay pending. Nesting is allowed; only
-        the outermost block locks and saves.
+        ``attempt * RELAY_SESSION_LOCK_BACKOFF`` ± 50 % between tries. Once
+        held, the session is loaded again, so the block sees every write
+        committed before it, with this request's unsaved changes on top.
+        Leaving the block saves and releases the lock in one step of the
+        store (three round trips in all: lock, load, save). If the block
+        raises, the lock is released and the changes made inside the block
+        are dropped; changes made before the block stay pending. Nesting is
+        allowed; only the outermost block locks and saves.
 
         :raises SessionLockError: the lock could not be acquired, or it
             expired before the block ended and another request took it.
@@ -776,6 +868,9 @@ class Session(SessionMixin):
             self._reload()
             yield self
             self._save(release_lock=True)
+        except SessionChainError:
+            # The session is gone: nothing of this request is kept.
+            raise
         except BaseException:
             self._restore(before)
             raise

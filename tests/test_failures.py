@@ -9,6 +9,7 @@ import pytest
 import redis
 from flask import Flask
 from flask import jsonify
+from flask import make_response
 from flask import session
 
 from flask_relay_session import MemorySessionStore
@@ -66,15 +67,19 @@ def test_unencodable_value_names_its_path_and_writes_nothing(
 
 
 def test_unencodable_value_at_the_end_of_the_request_is_a_server_error(
-    make_app: MakeApp,
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = add_routes(make_app())
     app.testing = False
     client = app.test_client()
     client.get("/set/a/1")
-    response = client.get("/bad")
+    with caplog.at_level(logging.ERROR):
+        response = client.get("/bad")
     assert response.status_code == 500
     assert client.get("/read").json == {"a": "1"}
+    # Logged once, as the request's error; the 500 response saves nothing.
+    errors = [record for record in caplog.records if record.exc_info]
+    assert len(errors) == 1, [record.getMessage() for record in errors]
 
 
 def test_session_larger_than_max_size_is_refused_and_nothing_is_written(
@@ -234,3 +239,85 @@ def test_a_request_whose_read_failed_writes_nothing_even_if_the_store_is_back() 
     browser.get("/set/a/1")
     assert browser.get("/write-then-read").status_code == 503
     assert browser.get("/read").json == {"a": "1"}
+
+
+# --------------------------------------------------------------------------
+# What an error response tells the client
+# --------------------------------------------------------------------------
+
+
+def add_cached_download(app: Flask) -> Flask:
+    """A view whose response may be cached and names a download."""
+
+    @app.get("/download")
+    def download() -> t.Any:
+        session["downloads"] = 1
+        response = make_response("id,name\n1,Ada\n")
+        response.headers.update(
+            {
+                "Cache-Control": "public, max-age=3600",
+                "Content-Disposition": "attachment; filename=report.csv",
+                "Content-Language": "en",
+                "ETag": '"v1"',
+                "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT",
+                "X-App": "kept",
+            }
+        )
+        response.set_cookie("theme", "dark")
+        return response
+
+    return app
+
+
+def assert_safe_error(response: t.Any, code: int, error: str, *secrets: str) -> None:
+    """The error response says what happened, names nothing internal and
+    cannot be cached; nothing of the view's representation is left.
+    """
+    assert response.status_code == code
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    for name in ("Content-Disposition", "Content-Language", "ETag", "Last-Modified"):
+        assert name not in response.headers
+    assert response.json["error"] == error
+    message = response.json["message"]
+    assert "try again" in message.lower()
+    for secret in secrets:
+        assert secret not in response.text
+
+
+def test_a_store_error_response_names_no_internals(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = add_cached_download(outage_app(own_server))
+    client = app.test_client()
+    client.get("/set/a/1")
+    own_server.kill()
+    port = str(own_server.port)
+    with caplog.at_level(logging.ERROR, "flask_relay_session"):
+        from_the_view = client.get("/read")
+        from_the_save = client.get("/download")
+    for response in (from_the_view, from_the_save):
+        assert_safe_error(
+            response, 503, "session_store_unavailable", port, "127.0.0.1", "Error"
+        )
+    # The view's other headers and cookies stay; the details go to the log.
+    assert from_the_save.headers["X-App"] == "kept"
+    assert "theme=dark" in from_the_save.headers["Set-Cookie"]
+    assert any(port in record.getMessage() for record in caplog.records)
+
+
+def test_a_lock_error_response_names_no_settings(make_app: MakeApp) -> None:
+    app = add_cached_download(add_routes(make_app(RELAY_SESSION_LOCK_RETRIES=0)))
+
+    @app.get("/locked")
+    def locked() -> str:
+        with session.lock():  # type: ignore[attr-defined]
+            return "unreachable"
+
+    client = app.test_client()
+    client.get("/set/a/1")
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    app.extensions["relay_session"].store.lock(cookie.value[:64], "other", 60_000)
+    for response in (client.get("/locked"), client.get("/download")):
+        assert_safe_error(response, 409, "session_locked", "RELAY_SESSION")

@@ -419,3 +419,121 @@ def test_overridden_get_cookie_name_keeps_one_session_per_cookie(
         sess["role"] = "admin"
     assert client.get("/read", headers=beta).json == {"user": "bob", "role": "admin"}
     assert client.get("/read", headers=alpha).json == {"user": "ada"}
+
+
+# --------------------------------------------------------------------------
+# The mapping, compared with Flask's own cookie session
+# --------------------------------------------------------------------------
+
+
+def dict_operations(current: t.Any) -> dict[str, t.Any]:
+    """What a view sees from the dict methods of ``current``."""
+    copied = current.copy()
+    merged = current | {"b": 20, "c": 3}
+    merged_into = {"b": 20, "c": 3} | current
+    keys = list(reversed(current))
+    popped = current.popitem()
+    return {
+        "copy": copied,
+        "copy_type": type(copied).__name__,
+        "or": merged,
+        "or_type": type(merged).__name__,
+        "ror": merged_into,
+        "ror_type": type(merged_into).__name__,
+        "reversed": keys,
+        "popitem": list(popped),
+        "after": dict(current),
+        "equal": current == {"a": 1},
+    }
+
+
+def flask_cookie_session_results() -> dict[str, t.Any]:
+    app = Flask(__name__)
+    app.secret_key = "test secret"
+    return run_dict_operations(app)
+
+
+def run_dict_operations(app: Flask) -> dict[str, t.Any]:
+    @app.get("/fill")
+    def fill() -> str:
+        session["a"] = 1
+        session["b"] = {"x": [1, 2]}
+        return "ok"
+
+    @app.get("/operate")
+    def operate() -> t.Any:
+        return jsonify(dict_operations(session))
+
+    @app.get("/read")
+    def read() -> t.Any:
+        return jsonify(dict(session))
+
+    client = app.test_client()
+    client.get("/fill")
+    results = client.get("/operate").json
+    results["stored"] = client.get("/read").json
+    return t.cast(dict[str, t.Any], results)
+
+
+def test_dict_methods_give_what_flasks_cookie_session_gives(make_app: MakeApp) -> None:
+    expected = flask_cookie_session_results()
+    assert expected["popitem"] == ["b", {"x": [1, 2]}]
+    assert run_dict_operations(make_app()) == expected
+
+
+def test_popitem_of_an_empty_session_raises_key_error(make_app: MakeApp) -> None:
+    app = make_app()
+
+    @app.get("/pop")
+    def pop() -> str:
+        with pytest.raises(KeyError):
+            session.popitem()
+        return "ok"
+
+    assert app.test_client().get("/pop").text == "ok"
+
+
+# --------------------------------------------------------------------------
+# session.accessed, and the end of the request
+# --------------------------------------------------------------------------
+
+
+def test_only_requests_that_use_the_session_mark_it_accessed(
+    make_app: MakeApp,
+) -> None:
+    app = make_app()
+
+    @app.get("/nothing")
+    def nothing() -> str:
+        return ""
+
+    @app.get("/read")
+    def read() -> str:
+        return str(session.get("a"))
+
+    client = app.test_client()
+    for path, used in (("/nothing", False), ("/read", True)):
+        with client:
+            response = client.get(path)
+            # The request's context is kept: after the extension's teardown.
+            opened = request.environ["flask_relay_session.session"]
+            assert opened.accessed is used
+        assert ("Cookie" in response.vary) is used
+
+
+def test_an_error_opening_the_session_is_not_hidden_by_the_teardown(
+    make_app: MakeApp,
+) -> None:
+    def sign_with(request: t.Any) -> str:
+        raise RuntimeError("the tenant header is missing")
+
+    app = make_app(RELAY_SESSION_SIGN_WITH=sign_with)
+
+    @app.get("/")
+    def index() -> str:
+        return "unreachable"
+
+    client = app.test_client()
+    client.set_cookie("session", "a" * 64 + "." + "b" * 43 + ".01")
+    with pytest.raises(RuntimeError, match="tenant header"):
+        client.get("/")

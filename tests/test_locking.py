@@ -6,6 +6,7 @@ The multi-process proof (gunicorn, concurrent HTTP requests) is in
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import typing as t
@@ -257,15 +258,23 @@ def test_expired_holder_cannot_release_the_next_owners_lock(
 
 
 def test_holder_whose_lock_expired_gets_an_error_and_writes_nothing(
-    make_app: MakeApp,
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = add_routes(make_app(RELAY_SESSION_LOCK_TTL=0.1, **FAST_LOCKS))
     client = app.test_client()
     client.get("/set/n/0")
 
-    response = client.get("/slow-incr")
+    with caplog.at_level(logging.WARNING, "flask_relay_session"):
+        response = client.get("/slow-incr")
     assert response.status_code == 409
-    assert "expired" in response.json["message"]
+    assert response.json["error"] == "session_locked"
+    # The client is told to try again; the log says why and what to raise.
+    assert "try again" in response.json["message"]
+    assert any(
+        "expired" in record.getMessage()
+        and "RELAY_SESSION_LOCK_TTL" in record.getMessage()
+        for record in caplog.records
+    )
     store = store_of(app)
     assert store.is_locked(sid_of(client))
     store.unlock(sid_of(client), "next owner")

@@ -62,23 +62,31 @@ def test_resent_lock_is_held_by_its_own_token(store: RedisSessionStore) -> None:
     assert not store.is_locked(SID)
 
 
-def test_resent_rotation_keeps_the_new_session(store: RedisSessionStore) -> None:
-    create(store, {"user": "ada"})
+@pytest.mark.parametrize("grace", [30_000, 0])
+def test_resent_rotation_keeps_the_new_session(
+    store: RedisSessionStore, grace: int
+) -> None:
+    create(store, {"user": "ada", "cart": ["apple"]})
     result = store.rotate(
         SID,
         NEW_SID,
         [Change(("after",), dumps(1))],
         now=2_000,
         ttl=60_000,
-        grace=30_000,
+        grace=grace,
         lock_token=None,
         max_size=1 << 20,
     )
     assert result.status is MergeStatus.DONE
     stored = store.load(NEW_SID, ttl=None)
-    assert stored is not None and stored.data == {"user": "ada", "after": 1}
+    assert stored is not None
+    assert stored.data == {"user": "ada", "cart": ["apple"], "after": 1}
     followed = store.load(SID, ttl=None)
-    assert followed is not None and followed.sid == NEW_SID
+    if grace:
+        assert followed is not None and followed.sid == NEW_SID
+    else:
+        # Without a grace period the old id leads nowhere, at once.
+        assert followed is None
 
 
 def test_resent_merge_applies_the_same_state(store: RedisSessionStore) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import typing as t
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -104,6 +105,13 @@ def app(make_app: MakeApp) -> Flask:
         session["two"] = 2
         session.rotate_id()  # type: ignore[attr-defined]
         session["three"] = 3
+        return "ok"
+
+    @app.get("/write-then-lock")
+    def write_then_lock() -> str:
+        session["before_the_lock"] = 1
+        with session.lock():  # type: ignore[attr-defined]
+            session["inside"] = 2
         return "ok"
 
     @app.get("/logout")
@@ -242,7 +250,10 @@ def test_a_chain_to_a_missing_session_gets_410_and_drops_the_cookie(
     assert straggler.get("/read").json["data"] == {}
 
 
-def test_broken_chain_handler_can_be_replaced(make_app: MakeApp) -> None:
+@pytest.mark.parametrize("view", ["/read", "/blind"])
+def test_broken_chain_handler_can_be_replaced(make_app: MakeApp, view: str) -> None:
+    """It answers a chain found broken by a read, and by a write-only view
+    at the save, whose response it then replaces."""
     app = make_app()
     relay: RelaySession = app.extensions["relay_session"].extension
 
@@ -260,14 +271,24 @@ def test_broken_chain_handler_can_be_replaced(make_app: MakeApp) -> None:
     def read() -> t.Any:
         return jsonify(dict(session))
 
+    @app.get("/blind")
+    def blind() -> t.Any:
+        session["b"] = 2
+        response = jsonify(view="answered")
+        response.headers["Cache-Control"] = "public, max-age=60"
+        return response
+
     client = app.test_client()
     client.get("/rotate")
     old_cookie = client.get_cookie("session").value  # type: ignore[union-attr]
     client.get("/rotate")
     app.extensions["relay_session"].store.delete(sid_of(client))
-    response = client_with(app, old_cookie).get("/read")
+    straggler = client_with(app, old_cookie)
+    response = straggler.get(view)
     assert response.status_code == 302
     assert response.headers["Location"] == "/login-again"
+    assert "Cache-Control" not in response.headers
+    assert straggler.get_cookie("session") is None
 
 
 def test_destroy_gives_a_fresh_session_and_replaces_the_cookie(
@@ -366,7 +387,9 @@ def test_rotation_inside_a_lock_keeps_the_lock_on_the_new_id(
     assert client.get("/read").json == {"n": 1}
 
 
-def test_rotation_with_no_grace_period_deletes_the_old_id(make_app: MakeApp) -> None:
+def test_rotation_with_no_grace_period_ends_the_old_id_at_once(
+    make_app: MakeApp,
+) -> None:
     app = make_app()
 
     @app.get("/login")
@@ -388,13 +411,26 @@ def test_rotation_with_no_grace_period_deletes_the_old_id(make_app: MakeApp) -> 
     victim.get("/visit")
     planted = victim.get_cookie("session").value  # type: ignore[union-attr]
     victim.get("/login")
-    assert stored_state(app, planted.split(".")[0]) is None
+    # Deleted, or on Redis a tombstone whose grace period is already over,
+    # kept a minute for a re-sent rotation to find (see test_retries.py).
+    assert stored_state(app, planted.split(".")[0]) in (
+        None,
+        ("redirect", sid_of(victim)),
+    )
     attacker = client_with(app, planted)
     assert attacker.get("/read").json == {}
+    assert attacker.get("/visit").status_code == 200
+    assert attacker.get("/read").json == {"visited": True}
+    assert sid_of(attacker) != sid_of(victim)
     assert victim.get("/read").json == {"visited": True, "user": "ada"}
 
 
-def test_negative_grace_period_is_refused(make_app: MakeApp) -> None:
+@pytest.mark.parametrize(
+    "grace", [-1, float("nan"), float("inf"), 1e20, timedelta(days=3651)]
+)
+def test_a_grace_period_out_of_range_is_refused_and_nothing_changes(
+    make_app: MakeApp, grace: t.Any
+) -> None:
     app = make_app()
 
     @app.get("/rotate")
@@ -402,12 +438,32 @@ def test_negative_grace_period_is_refused(make_app: MakeApp) -> None:
         session["a"] = 1
         session.save()  # type: ignore[attr-defined]
         try:
-            session.rotate_id(grace_period=-1)  # type: ignore[attr-defined]
+            session.rotate_id(grace_period=grace)  # type: ignore[attr-defined]
         except ValueError as error:
             return str(error)
         return "rotated"
 
-    assert "negative" in app.test_client().get("/rotate").text
+    @app.get("/read")
+    def read() -> t.Any:
+        return jsonify(dict(session))
+
+    client = app.test_client()
+    assert "from 0 seconds to 3650 days" in client.get("/rotate").text
+    assert client.get("/read").json == {"a": 1}
+
+
+def test_the_longest_grace_period_rotates(make_app: MakeApp) -> None:
+    app = make_app()
+
+    @app.get("/rotate")
+    def rotate() -> str:
+        session["a"] = 1
+        session.save()  # type: ignore[attr-defined]
+        session.rotate_id(grace_period=timedelta(days=3650))  # type: ignore[attr-defined]
+        return "rotated"
+
+    client = app.test_client()
+    assert client.get("/rotate").text == "rotated"
 
 
 def test_request_in_flight_cannot_undo_a_concurrent_logout(
@@ -452,3 +508,87 @@ def test_untouched_requests_with_an_old_cookie_do_not_extend_the_grace_period(
     else:
         remaining = store.redis.pttl(store.session_key(old)) / 1000
     assert 0 < remaining <= 5
+
+
+def test_a_write_only_request_with_a_cookie_too_many_rotations_old_gets_410(
+    app: Flask, client: FlaskClient
+) -> None:
+    first = client.get_cookie("session").value  # type: ignore[union-attr]
+    for _ in range(11):
+        client.get("/rotate")
+    straggler = client_with(app, first)
+    response = straggler.get("/set/blind/1")
+    assert response.status_code == 410
+    assert response.json["error"] == "session_chain_broken"
+    # The dead cookie is dropped and nothing was written anywhere.
+    assert straggler.get_cookie("session") is None
+    assert "blind" not in client.get("/read").json["data"]
+    assert straggler.get("/read").json["data"] == {}
+
+
+def test_a_write_only_request_through_a_chain_to_a_missing_session_gets_410(
+    app: Flask, client: FlaskClient
+) -> None:
+    old_cookie = client.get_cookie("session").value  # type: ignore[union-attr]
+    client.get("/rotate")
+    new_sid = sid_of(client)
+    app.extensions["relay_session"].store.delete(new_sid)
+    straggler = client_with(app, old_cookie)
+    response = straggler.get("/set/blind/1")
+    assert response.status_code == 410
+    assert straggler.get_cookie("session") is None
+    assert stored_state(app, new_sid) is None
+
+
+@pytest.mark.parametrize("how", ["clear", "delete-each"])
+def test_rotating_an_emptied_session_stores_nothing_and_sends_no_cookie(
+    make_app: MakeApp, how: str
+) -> None:
+    app = make_app()
+
+    @app.get("/set")
+    def set_value() -> str:
+        session["user"] = "ada"
+        session["cart"] = ["apple"]
+        return "ok"
+
+    @app.get("/empty-and-rotate")
+    def empty_and_rotate() -> str:
+        if how == "clear":
+            session.clear()
+        else:
+            for key in list(session):
+                del session[key]
+        session.rotate_id(grace_period=0)  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.get("/read")
+    def read() -> t.Any:
+        return jsonify(dict(session))
+
+    client = app.test_client()
+    client.get("/set")
+    old_sid = sid_of(client)
+    response = client.get("/empty-and-rotate")
+    assert response.status_code == 200
+    assert client.get_cookie("session") is None
+    assert stored_state(app, old_sid) is None
+    store = app.extensions["relay_session"].store
+    if isinstance(store, MemorySessionStore):
+        assert store._sessions == {}
+    else:
+        assert store.redis.keys("sess:*") == []
+    assert client.get("/read").json == {}
+
+
+def test_a_locked_section_entered_through_a_broken_chain_keeps_nothing(
+    app: Flask, client: FlaskClient
+) -> None:
+    old_cookie = client.get_cookie("session").value  # type: ignore[union-attr]
+    client.get("/rotate")
+    app.extensions["relay_session"].store.delete(sid_of(client))
+    straggler = client_with(app, old_cookie)
+    response = straggler.get("/write-then-lock")
+    assert response.status_code == 410
+    assert straggler.get_cookie("session") is None
+    assert straggler.get("/read").json["data"] == {}

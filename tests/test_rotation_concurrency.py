@@ -31,6 +31,9 @@ seen, not only its final state.
 - The real grace period (``RELAY_SESSION_ROTATION_GRACE_PERIOD=5``, the
   smallest allowed) runs out while requests with the old cookie keep coming:
   served the new session until then, a fresh session after.
+- A logout lands while a request that read the signed-in user sets
+  ``session.modified = True``: that request's save never brings the user
+  back, under any id.
 """
 
 from __future__ import annotations
@@ -890,3 +893,35 @@ def test_locked_section_with_the_old_cookie_sees_writes_made_while_it_waited(
     stored = store.load(new_sid, ttl=None)
     assert stored is not None
     assert (replies, stored.data) == (["2"], {"n": 2})
+
+
+# --------------------------------------------------------------------------
+# A logout racing a request that forces its save
+# --------------------------------------------------------------------------
+
+
+def test_a_forced_save_racing_a_real_logout_never_signs_the_user_back_in(
+    serve: Serve, redis_server: RedisServer
+) -> None:
+    server = serve(redis_server)
+    raced = 0
+    for _ in range(8):
+        cookie, _ = new_session(server)
+        login = request(server, "POST", "/login", cookie)
+        cookie = login.cookie() or cookie
+        with ThreadPoolExecutor(2) as pool:
+            touching = pool.submit(request, server, "POST", "/touch?sleep=0.4", cookie)
+            logout = pool.submit(request, server, "POST", "/logout?sleep=0.15", cookie)
+            touched, logged_out = touching.result(), logout.result()
+        assert logged_out.status == 200, logged_out
+        assert touched.status == 200, touched
+        # The race this is about: the request read the signed-in user before
+        # the logout, and saved after it.
+        raced += touched.json["user"] == "ada"
+        for reply_cookie in (touched.cookie(), logged_out.cookie(), cookie):
+            if reply_cookie and cookie_sid(reply_cookie):
+                state = request(server, "GET", "/state", reply_cookie)
+                assert state.status in (200, 410), state
+                if state.status == 200:
+                    assert "user" not in state.json["data"], state.json
+    assert raced >= 4, f"only {raced} of 8 rounds raced"

@@ -245,6 +245,39 @@ def test_session_ids_in_cookies_cannot_carry_key_syntax() -> None:
 # --------------------------------------------------------------------------
 
 
+def test_bound_values_are_hashed_unambiguously() -> None:
+    assert cookies.bind_values(["a|b", "c"]) != cookies.bind_values(["a", "b|c"])
+    assert cookies.bind_values(["ab", ""]) != cookies.bind_values(["a", "b"])
+    assert cookies.bind_values(["1:a"]) != cookies.bind_values(["1", "a"])
+    assert cookies.bind_values([None]) != cookies.bind_values([""])
+    assert cookies.bind_values([None]) != cookies.bind_values(["-"])
+    assert cookies.bind_values("agent") == cookies.bind_values(["agent"])
+    with pytest.raises(TypeError, match="RELAY_SESSION_SIGN_WITH"):
+        cookies.bind_values(["agent", 42])  # type: ignore[list-item]
+
+
+def test_a_cookie_bound_to_two_values_does_not_verify_with_a_shifted_split(
+    make_app: MakeApp,
+) -> None:
+    app = add_views(
+        make_app(
+            RELAY_SESSION_SIGN_WITH=lambda request: [
+                request.headers.get("X-Tenant"),
+                request.headers.get("X-Agent"),
+            ]
+        )
+    )
+    client = app.test_client()
+    bound = {"X-Tenant": "a|b", "X-Agent": "c"}
+    client.post("/cart/apple", headers=bound)
+    assert client.get("/whoami", headers=bound).json["cart"] == ["apple"]
+    shifted = {"X-Tenant": "a", "X-Agent": "b|c"}
+    assert client.get("/whoami", headers=shifted).json["cart"] is None
+    # A header the client does not send binds as "absent", not as a 500.
+    client.post("/cart/pear", headers={"X-Tenant": "t"})
+    assert client.get("/whoami", headers={"X-Tenant": "t"}).json["cart"] == ["pear"]
+
+
 def test_the_package_never_uses_pickle_or_other_code_loading_formats() -> None:
     forbidden = re.compile(
         r"^\s*(import|from)\s+(pickle|cPickle|_pickle|dill|shelve|marshal|jsonpickle)\b"

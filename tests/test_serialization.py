@@ -1,15 +1,21 @@
-"""The tagged JSON of :mod:`flask_relay_session.serialization`, without Redis.
+"""The tagged JSON of :mod:`flask_relay_session.serialization`.
 
 Every value Flask's cookie session round-trips must come back from
 ``loads(dumps(value))`` equal and of the same types, and the JSON must only
 use what Redis's Lua ``cjson`` keeps intact (checked against the real server
 in ``test_store_roundtrip.py``). ``TRICKY`` and :func:`assert_same` are shared
 with the store and model tests.
+
+The nesting limit, :data:`~flask_relay_session.serialization.MAX_DEPTH`, is
+the same when a value is stored and when it is read; the last section checks
+it through an app on every store, with values nested to the limit and one
+level past it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import typing as t
@@ -19,11 +25,15 @@ from datetime import timedelta
 from datetime import timezone
 
 import pytest
+import redis
+from flask import Flask
+from flask import session
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
+from flask_relay_session import RelaySession
 from flask_relay_session import SessionSerializationError
 from flask_relay_session.serialization import MAX_DEPTH
 from flask_relay_session.serialization import decode_key
@@ -563,6 +573,88 @@ def test_deep_values_fail_the_same_under_a_low_recursion_limit() -> None:
         sys.setrecursionlimit(limit)
 
 
+NESTINGS = ("list", "dict", "tuple", "mixed")
+
+
+def nested(kind: str, levels: int, leaf: t.Any = "leaf") -> t.Any:
+    """Return ``levels`` containers, each inside the next, around ``leaf``.
+
+    ``kind`` is ``"list"``, ``"dict"`` (key ``"k"``), ``"tuple"``, or
+    ``"mixed"``: a list, a dict and a tuple in turn.
+    """
+    value = leaf
+    for level in range(levels):
+        shape = NESTINGS[level % 3] if kind == "mixed" else kind
+        if shape == "list":
+            value = [value]
+        elif shape == "dict":
+            value = {"k": value}
+        else:
+            value = (value,)
+    return value
+
+
+def innermost(value: t.Any, levels: int) -> t.Any:
+    """Read ``levels`` containers down into a :func:`nested` value, one by one."""
+    for _ in range(levels):
+        value = value["k"] if isinstance(value, dict) else value[0]
+    return value
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+@pytest.mark.parametrize(
+    "leaf", ["leaf", "\ud800", b"bytes", Markup("<b>"), 2**70, 0.5, None]
+)
+def test_values_nested_to_the_limit_encode_whatever_they_hold(
+    kind: str, leaf: t.Any
+) -> None:
+    value = nested(kind, MAX_DEPTH, leaf)
+    assert_same(loads(dumps(value, ("v",))), value)
+    assert_same(loads_fields({"v": dumps(value, ("v",))}), {"v": value})
+    with pytest.raises(SessionSerializationError, match="deeper than 256"):
+        dumps([value], ("v",))
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_the_dicts_a_value_is_set_in_count_toward_the_limit(kind: str) -> None:
+    path = ("a", "b", "c")
+    value = nested(kind, MAX_DEPTH - 2)
+    assert_same(loads(dumps(value, path)), value)
+    with pytest.raises(SessionSerializationError, match="deeper than 256") as info:
+        dumps([value], path)
+    assert "session['a']['b']['c'][0]" in str(info.value)
+    assert dumps("leaf", ("a",) * (MAX_DEPTH + 1)) == b'"leaf"'
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_stored_values_nested_past_the_limit_do_not_decode(kind: str) -> None:
+    fine = dumps(nested(kind, MAX_DEPTH), ("v",))
+    # What a store could hold if something else wrote it.
+    deeper = b"[" + fine + b"]"
+    with pytest.raises(ValueError, match="deeper than 256"):
+        loads_fields({"v": deeper})
+    with pytest.raises(ValueError, match="deeper than 256"):
+        loads(deeper, max_depth=MAX_DEPTH)
+    document = b'{"data":{"v":%s},"meta":{"createdAt":1}}'
+    assert_same(loads(document % fine)["data"]["v"], nested(kind, MAX_DEPTH))
+    with pytest.raises(ValueError, match="deeper than 258"):
+        loads(document % deeper)
+
+
+@pytest.mark.parametrize("levels", [5_000, 100_000])
+@pytest.mark.parametrize("tagged", [False, True], ids=["plain", "tagged"])
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["str", "bytes"])
+def test_json_nested_far_too_deep_is_refused_without_recursing(
+    levels: int, tagged: bool, as_bytes: bool
+) -> None:
+    text = "[" * levels + ('{" t":[1]}' if tagged else "1") + "]" * levels
+    data: str | bytes = text.encode() if as_bytes else text
+    with pytest.raises(ValueError, match="deep"):
+        loads(data)
+    with pytest.raises(ValueError, match="deep"):
+        loads_fields({"v": text.encode()})
+
+
 # --------------------------------------------------------------------------
 # Random values
 # --------------------------------------------------------------------------
@@ -612,3 +704,206 @@ def _normalize_timezones(value: t.Any) -> t.Any:
 @given(values)
 def test_random_values_round_trip(value: t.Any) -> None:
     assert_same(loads(dumps(value)), _normalize_timezones(value))
+
+
+def depth_of(value: t.Any) -> int:
+    """How deeply dicts, lists and tuples nest in ``value``."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    elif not isinstance(value, (list, tuple)):
+        return 0
+    return 1 + max(map(depth_of, value), default=0)
+
+
+_json_text = st.text(st.sampled_from('[]{}"\\\\/ a'), max_size=6)
+_shapes = st.recursive(
+    _json_text | st.integers(),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.lists(children, max_size=3).map(tuple),
+        st.dictionaries(_json_text, children, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(values | _shapes)
+def test_the_depth_limit_on_reading_is_exact(value: t.Any) -> None:
+    # Strings full of brackets, quotes and backslashes must not fool it.
+    depth = depth_of(value)
+    data = dumps(value)
+    assert_same(loads(data, max_depth=depth), _normalize_timezones(value))
+    if depth:
+        with pytest.raises(ValueError, match="deeper"):
+            loads(data, max_depth=depth - 1)
+
+
+# --------------------------------------------------------------------------
+# Deep nesting through an app and its store
+# --------------------------------------------------------------------------
+
+
+def deep_app(app: Flask) -> Flask:
+    """Add routes that store, read and remove :func:`nested` values."""
+
+    @app.post("/set/<kind>/<int:levels>")
+    def set_value(kind: str, levels: int) -> str:
+        session["v"] = nested(kind, levels)
+        session["levels"] = levels
+        return "ok"
+
+    @app.get("/check/<kind>/<int:levels>")
+    def check(kind: str, levels: int) -> t.Any:
+        value = session["v"]
+        assert_same(value, nested(kind, levels))
+        assert session["levels"] == levels
+        return innermost(value, levels)
+
+    @app.post("/grow/<int:levels>")
+    def grow(levels: int) -> str:
+        # Changes the innermost dict or list above any tuple through
+        # tracking (a tuple is a value, like a string); a tuple at the top
+        # is replaced.
+        deepest = session["v"]
+        for _ in range(levels - 1):
+            inner = deepest["k"] if isinstance(deepest, dict) else deepest[0]
+            if not isinstance(deepest, (dict, list)) or isinstance(inner, tuple):
+                break
+            deepest = inner
+        if isinstance(deepest, dict):
+            deepest["more"] = "grown"
+        elif isinstance(deepest, list):
+            deepest.append("grown")
+        else:
+            session["v"] = (*deepest, "grown")
+        return "ok"
+
+    @app.get("/grown/<int:levels>")
+    def grown(levels: int) -> str:
+        text = json.dumps(session["v"])
+        return str(text.count("grown"))
+
+    @app.post("/outer")
+    def set_outer() -> str:
+        session["outer"] = {"v": "old"}
+        return "ok"
+
+    @app.post("/outer/<kind>/<int:levels>")
+    def set_in_outer(kind: str, levels: int) -> str:
+        session["outer"]["v"] = nested(kind, levels)
+        return "ok"
+
+    @app.get("/outer/<kind>/<int:levels>")
+    def check_outer(kind: str, levels: int) -> str:
+        assert_same(session["outer"], {"v": nested(kind, levels)})
+        return "ok"
+
+    @app.post("/pop/<kind>/<int:levels>")
+    def pop(kind: str, levels: int) -> str:
+        assert_same(session.pop("v"), nested(kind, levels))
+        return "ok"
+
+    @app.post("/clear")
+    def clear() -> str:
+        session.clear()
+        return "ok"
+
+    @app.post("/delete")
+    def delete() -> str:
+        del session["v"]
+        return "ok"
+
+    @app.get("/keys")
+    def keys() -> t.Any:
+        return sorted(session)
+
+    return app
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_values_nested_to_the_limit_are_stored_read_and_removed(
+    make_app: t.Callable[..., Flask], kind: str
+) -> None:
+    client = deep_app(make_app()).test_client()
+
+    def ok(method: str, url: str) -> str:
+        response = client.open(url, method=method)
+        assert response.status_code == 200, response.text
+        return response.text
+
+    for levels in (MAX_DEPTH - 1, MAX_DEPTH):
+        value_url = f"/{kind}/{levels}"
+        ok("POST", "/set" + value_url)
+        assert ok("GET", "/check" + value_url) == "leaf"
+        ok("POST", "/pop" + value_url)
+        assert json.loads(ok("GET", "/keys")) == ["levels"]
+        ok("POST", "/set" + value_url)
+        ok("POST", "/clear")
+        assert json.loads(ok("GET", "/keys")) == []
+        ok("POST", "/set" + value_url)
+        ok("POST", "/delete")
+        assert json.loads(ok("GET", "/keys")) == ["levels"]
+        ok("POST", "/set" + value_url)
+        ok("POST", f"/grow/{levels}")
+        assert ok("GET", f"/grown/{levels}") == "1"
+    # One level more is refused, and nothing of that request is written.
+    ok("POST", f"/set/{kind}/{MAX_DEPTH}")
+    with pytest.raises(SessionSerializationError, match="deeper than 256"):
+        client.post(f"/set/{kind}/{MAX_DEPTH + 1}")
+    assert ok("GET", f"/check/{kind}/{MAX_DEPTH}") == "leaf"
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_a_value_set_in_a_dict_nests_only_as_deep_as_the_dict_leaves_room(
+    make_app: t.Callable[..., Flask], kind: str
+) -> None:
+    # session["outer"] is the first level: the value inside it has one less.
+    client = deep_app(make_app()).test_client()
+    assert client.post("/outer").status_code == 200
+    assert client.post(f"/outer/{kind}/{MAX_DEPTH - 1}").status_code == 200
+    assert client.get(f"/outer/{kind}/{MAX_DEPTH - 1}").status_code == 200
+    with pytest.raises(SessionSerializationError, match="deeper than 256"):
+        client.post(f"/outer/{kind}/{MAX_DEPTH}")
+    assert client.get(f"/outer/{kind}/{MAX_DEPTH - 1}").status_code == 200
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 100_000])
+@pytest.mark.parametrize("layout", ["json", "hash"])
+def test_a_stored_value_nested_past_the_limit_is_not_a_session(
+    redis_url: str,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    layout: str,
+    levels: int,
+) -> None:
+    # Written by something else: the request goes on with a new session.
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test secret",
+        TESTING=True,
+        RELAY_SESSION_REDIS=redis_url,
+        RELAY_SESSION_LAYOUT=layout,
+    )
+    RelaySession(app)
+    client = deep_app(app).test_client()
+    assert client.post("/set/list/1").status_code == 200
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    sid = cookie.value.split(".")[0]
+    key = app.extensions["relay_session"].store.session_key(sid)
+    deep = b"[" * levels + b"1" + b"]" * levels
+    if layout == "hash":
+        redis_client.hset(key, "v", deep)
+    else:
+        stored = redis_client.get(key)
+        assert stored is not None
+        document = json.loads(stored)
+        document["data"]["v"] = "DEEP"
+        raw = json.dumps(document).encode().replace(b'"DEEP"', deep)
+        redis_client.set(key, raw, keepttl=True)
+    with caplog.at_level(logging.ERROR, "flask_relay_session"):
+        response = client.get("/keys")
+    assert response.status_code == 200
+    assert response.json == []
+    assert "not a session" in caplog.text

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 
-from flask_relay_session import MemorySessionStore
 from flask_relay_session import RedisSessionStore
 from flask_relay_session import SessionChainBrokenError
 from flask_relay_session import SessionSerializationError
@@ -31,20 +30,17 @@ from flask_relay_session.stores.base import MergeResult
 from flask_relay_session.stores.base import MergeStatus
 from flask_relay_session.stores.memory import _Entry
 
+from .store_helpers import Store
+from .store_helpers import end_grace_now
+from .store_helpers import now_ms
 from .test_serialization import TRICKY
 from .test_serialization import assert_same
 from .test_serialization import values
-
-Store = MemorySessionStore | RedisSessionStore
 
 SID = "5e55" * 16
 OTHER_SID = "0123456789abcdef" * 4
 LIFETIME = 600_000
 MAX_SIZE = 8 * 1024 * 1024
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def change(
@@ -99,20 +95,6 @@ def updated(data: dict[str, t.Any], path: t.Sequence[str], value: t.Any) -> None
             node[key] = {}
         node = node[key]
     node[path[-1]] = value
-
-
-@pytest.fixture
-def store(store_config: dict[str, object]) -> t.Iterator[Store]:
-    """A store of each kind: memory, and Redis 7 and 6.2 with the JSON and
-    the hash layout (emptied after)."""
-    url = store_config.get("RELAY_SESSION_REDIS")
-    if url is None:
-        yield MemorySessionStore()
-        return
-    client = redis.Redis.from_url(t.cast(str, url))
-    layout = t.cast(str, store_config.get("RELAY_SESSION_LAYOUT", "json"))
-    yield RedisSessionStore(client, layout=layout)
-    client.close()
 
 
 # --------------------------------------------------------------------------
@@ -588,19 +570,6 @@ def stored_redirect(store: RedisSessionStore, sid: str = SID) -> tuple[str, int]
     return document["meta"]["redirectTo"], document["meta"]["expiresAt"]
 
 
-def end_grace_now(store: RedisSessionStore, sid: str = SID) -> None:
-    """Leave ``sid`` a redirect past its grace period whose key lives on, as a
-    refresh racing the rotation leaves it."""
-    key = store.session_key(sid)
-    if store.layout == "hash":
-        store.redis.hset(key, " expires", now_ms() - 1)
-    else:
-        document = json.loads(store.redis.get(key))
-        document["meta"]["expiresAt"] = now_ms() - 1
-        store.redis.set(key, json.dumps(document))
-    store.redis.pexpire(key, LIFETIME)
-
-
 def test_a_load_that_refreshes_never_extends_a_redirects_grace_period(
     store: Store,
 ) -> None:
@@ -642,17 +611,17 @@ def test_a_redirect_past_its_grace_period_leads_nowhere_though_its_key_lives(
         pytest.skip("the race is between Redis commands")
     create(store, {"a": 1})
     assert rotate(store).status is MergeStatus.DONE
-    end_grace_now(store)
+    end_grace_now(store, SID, LIFETIME)
     assert store.load(SID, ttl=LIFETIME) is None
     assert ttl_left(store) == -2
     create(store, {"a": 1})
     assert rotate(store).status is MergeStatus.DONE
-    end_grace_now(store)
+    end_grace_now(store, SID, LIFETIME)
     assert merge(store, [change(["b"], 2)], ttl=LIFETIME).status is MergeStatus.MISSING
     assert ttl_left(store) == -2
     create(store, {"a": 1})
     assert rotate(store).status is MergeStatus.DONE
-    end_grace_now(store)
+    end_grace_now(store, SID, LIFETIME)
     moved = store.rotate(
         SID,
         THIRD_SID,
@@ -679,7 +648,7 @@ def test_a_redirect_past_its_grace_period_leads_nowhere_though_its_key_lives(
         lock_token=None,
         max_size=MAX_SIZE,
     )
-    end_grace_now(store, OTHER_SID)
+    end_grace_now(store, OTHER_SID, LIFETIME)
     with pytest.raises(SessionChainBrokenError):
         store.load(SID, ttl=None)
 

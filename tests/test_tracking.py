@@ -15,9 +15,12 @@ import typing as t
 
 import pytest
 from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flask_relay_session import MemorySessionStore
 from flask_relay_session.config import Settings
+from flask_relay_session.serialization import MAX_DEPTH
 from flask_relay_session.session import Session
 from flask_relay_session.session import SessionPolicy
 from flask_relay_session.tracking import DirtyPaths
@@ -77,6 +80,34 @@ def test_clear_forgets_every_path() -> None:
     dirty.clear()
     assert not dirty
     assert list(dirty) == []
+
+
+_paths = st.lists(st.sampled_from("ab"), min_size=1, max_size=4).map(tuple)
+
+
+@given(st.lists(_paths | st.none(), max_size=40))
+def test_marking_keeps_the_topmost_of_the_marked_paths(
+    marks: list[tuple[str, ...] | None],
+) -> None:
+    # ``None`` stands for a save, which clears the set.
+    dirty = DirtyPaths()
+    expected: set[tuple[str, ...]] = set()
+    for path in marks:
+        if path is None:
+            dirty.clear()
+            expected.clear()
+            continue
+        dirty.mark(path)
+        if not any(path[:end] in expected for end in range(1, len(path) + 1)):
+            expected = {other for other in expected if other[: len(path)] != path}
+            expected.add(path)
+        assert set(dirty) == expected
+        assert len(dirty) == len(expected)
+        assert list(dirty) == sorted(expected)
+        for other in expected:
+            assert dirty.covers(other)
+            assert dirty.covers((*other, "c"))
+            assert not dirty.covers(("c", *other))
 
 
 # --------------------------------------------------------------------------
@@ -331,6 +362,67 @@ def test_track_leaves_scalars_and_tuples_alone() -> None:
     lst = track([1], dirty, ("a",), False)
     assert isinstance(lst, TrackedList)
     assert track(lst, dirty, ("a",), False) is lst
+
+
+def test_list_items_are_tracked_when_read_not_when_the_list_is() -> None:
+    dirty = DirtyPaths()
+    rows = TrackedList([[1], {"n": 1}, [[2]]], dirty, ("rows",))
+    assert [type(item) for item in list.__iter__(rows)] == [list, dict, list]
+    assert type(rows[1]) is TrackedDict
+    assert type(list.__getitem__(rows, 1)) is TrackedDict
+    assert type(list.__getitem__(rows, 0)) is list
+    assert type(rows[-1]) is TrackedList
+    assert type(list.__getitem__(rows[-1], 0)) is list
+    assert not dirty
+    rows[-1][0].append(3)
+    assert set(dirty) == {("rows",)}
+
+
+def test_slices_track_only_the_items_they_hold() -> None:
+    dirty = DirtyPaths()
+    rows = TrackedList([{"n": i} for i in range(6)], dirty, ("rows",))
+    assert rows[4:1:-2] == [{"n": 4}, {"n": 2}]
+    tracked = [type(item) is TrackedDict for item in list.__iter__(rows)]
+    assert tracked == [False, False, True, False, True, False]
+    rows[-2:][0]["n"] = 40
+    assert set(dirty) == {("rows",)}
+    assert rows[4] == {"n": 40}
+
+
+def test_lists_nested_far_deeper_than_a_session_are_read_without_recursion() -> None:
+    dirty = DirtyPaths()
+    deep: list[t.Any] = ["leaf"]
+    for _ in range(100_000):
+        deep = [deep]
+    root = TrackedDict({"v": deep}, dirty)
+    value = root["v"]
+    for _ in range(100_000):
+        value = value[0]
+    assert value == ["leaf"]
+    assert not dirty
+    value.append("more")
+    assert set(dirty) == {("v",)}
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_values_nested_to_the_limit_copy_and_pickle_as_plain_ones(kind: str) -> None:
+    plain: t.Any = "leaf"
+    for _ in range(MAX_DEPTH):
+        plain = [plain] if kind == "list" else {"k": plain}
+    root, dirty = tracked({"v": copy.deepcopy(plain)})
+    value = root["v"]
+    for _ in range(MAX_DEPTH - 1):
+        value = value[0] if kind == "list" else value["k"]  # tracks each level
+    for copied in (
+        copy.deepcopy(root["v"]),
+        pickle.loads(pickle.dumps(root["v"])),
+        pickle.loads(pickle.dumps(root["v"], protocol=0)),
+    ):
+        assert copied == plain
+        for _ in range(MAX_DEPTH):
+            assert type(copied) in (list, dict)
+            copied = copied[0] if kind == "list" else copied["k"]
+    assert not dirty
 
 
 # --------------------------------------------------------------------------

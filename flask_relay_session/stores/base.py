@@ -194,15 +194,26 @@ class SessionStore(t.Protocol):
 
         Afterwards ``new_sid`` holds the session, created when ``sid`` was,
         expiring after ``ttl`` milliseconds, and ``sid`` holds a redirect to
-        ``new_sid`` for ``grace`` milliseconds, or is deleted when ``grace`` is
-        0. No write to ``sid`` may be
-        lost: one that lands while the rotation runs must end up under
-        ``new_sid``. The lock of ``sid`` is checked as in :meth:`merge`, and
-        the outcomes are the same.
+        ``new_sid`` for ``grace`` milliseconds. With a ``grace`` of 0, ``sid``
+        ends at once: it is deleted, or (for a store whose calls may be
+        sent twice) becomes a redirect whose grace period is already over,
+        which counts as gone, so that a re-sent call finds its own rotation
+        done. No write to ``sid`` may be lost: one that lands while the
+        rotation runs must end up under ``new_sid``. The lock of ``sid`` is
+        checked as in :meth:`merge`, and the outcomes are the same.
         """
 
     def delete(self, sid: str) -> None:
-        """Delete the session ``sid``; deleting a missing session is fine."""
+        """Delete the session ``sid``; deleting a missing session is fine.
+
+        A rotated-away id reaches the session it redirects to during its
+        grace period, so deleting it deletes that session too, following the
+        redirects as :meth:`load` does, and then the redirects on the way:
+        no redirect may be gone while the session it leads to lives. A
+        redirect past its grace period counts as gone: it is deleted, not
+        followed. A chain too long for :meth:`load` is not followed either:
+        only ``sid`` is deleted.
+        """
 
     def lock(self, sid: str, token: str, ttl: int) -> bool:
         """Take the lock of ``sid`` for ``token`` unless somebody holds it.

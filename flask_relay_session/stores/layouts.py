@@ -9,14 +9,14 @@ The session key ``<prefix>{<sid>}`` holds one of two layouts
     ``{"data": null, "meta": {"redirectTo": <new sid>, "expiresAt": <end of
     the grace period>}}``. A merge decodes
     and re-encodes the whole document inside Redis, which blocks the server
-    for about 15 µs per KB.
+    for about 15 µs per KB, and writes it as Python's :mod:`json` would.
 
 ``"hash"`` (:class:`HashLayout`)
     A hash with a field per top-level key of the data, holding that value's
     tagged JSON, plus the meta fields ``" created"`` and ``" expires"``
     (milliseconds since the epoch), ``" size"`` (the sum of the lengths of
-    the data fields' names and values, in bytes, which
-    ``RELAY_SESSION_MAX_SIZE`` limits) and ``" version"`` (bumped by every
+    the data fields' names and values, in bytes: the session's size, see
+    :func:`~.paths.session_size`) and ``" version"`` (bumped by every
     write). A rotated-away id is a hash too, whose only fields are
     ``" redirect"``, the id it leads to, and ``" expires"``, the end of the
     grace period. Meta
@@ -34,25 +34,36 @@ redirect carries the end of its grace period, by the server's clock, and the
 load that follows it sets it back with ``PEXPIREAT``; writes that find a
 redirect past its end treat it as gone.
 
-The layouts cannot read each other's keys: switching a running app to the
-other layout needs another ``RELAY_SESSION_KEY_PREFIX`` (users sign in
-again), or its requests fail with ``WRONGTYPE`` errors.
+A key that holds something else than a session or a redirect of its layout
+(:exc:`NotASession`: corrupt data, a key another program wrote, a key of the
+other layout) is never changed: a load logs it and answers ``None``, a
+merge or a rotation answers :attr:`~.base.MergeStatus.MISSING`, and the
+request goes on with a new session under a new id. A load checks every part
+of it; the scripts check its type, its framing and whatever they decode
+(see ``session_document`` in ``lua/merge.lua`` and ``hash_state`` in
+``lua/hash_common.lua``). So the layouts cannot read each other's keys:
+switching a running app to the other layout with the same
+``RELAY_SESSION_KEY_PREFIX`` starts every session afresh.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import typing as t
 
 from redis.exceptions import RedisError
 
+from ..serialization import decode_key
+from ..serialization import encode_key
 from ..serialization import loads
 from ..serialization import loads_fields
 from .base import Change
 from .base import too_large
 from .paths import apply_change
-from .paths import apply_change_to_fields
+from .paths import apply_changes_to_fields
 from .paths import dumps
+from .paths import session_size
 from .scripts import LuaScript
 from .scripts import as_bytes
 from .scripts import sha1
@@ -66,6 +77,40 @@ if t.TYPE_CHECKING:
 #: values (a dict from ``HGETALL``, or one flat list from a script).
 Snapshot = t.Any
 
+#: What the decoders of tagged values raise on a payload of the wrong type or
+#: form, besides the :exc:`ValueError` of JSON that does not parse.
+_DECODE_ERRORS = (ValueError, TypeError, AttributeError, RecursionError)
+
+
+class NotASession(Exception):
+    """A session key holds something that is neither a session nor a
+    redirect of its layout.
+
+    Its message says what, in words; it never quotes the data.
+    """
+
+
+def _is_id(value: str | bytes) -> bool:
+    """Whether ``value`` is a session id as a redirect names it: ASCII
+    letters and digits only. Twin: ``is_id`` in ``lua/common.lua``.
+    """
+    return value.isascii() and value.isalnum()
+
+
+def _is_meta_number(value: object) -> bool:
+    """Whether a decoded JSON value is a time the meta data can hold: an
+    integer of at most 14 digits, all of which ``cjson`` keeps. Twin:
+    ``is_meta_number`` in ``lua/common.lua``.
+    """
+    if type(value) is float:
+        return value.is_integer() and abs(value) < 10**14
+    return type(value) is int and abs(value) < 10**14
+
+
+#: A meta field of a session hash. Twin: ``meta_number`` in
+#: ``lua/hash_common.lua``.
+_META_NUMBER = re.compile(rb"-?[0-9]{1,14}")
+
 
 class Layout:
     """How a session is kept under its key: the scripts and the format.
@@ -77,6 +122,9 @@ class Layout:
     session, which subclasses define.
     """
 
+    #: The Redis type of a session key: a key of another type is no session.
+    redis_type: t.ClassVar[str]
+
     def __init__(
         self,
         *,
@@ -84,14 +132,16 @@ class Layout:
         merge: LuaScript,
         rotate: LuaScript,
         repoint: LuaScript,
+        destroy: LuaScript,
         extra: t.Sequence[LuaScript] = (),
     ) -> None:
         self.touch = touch
         self.merge = merge
         self.rotate = rotate
         self.repoint = repoint
+        self.destroy = destroy
         #: Every script of the layout.
-        self.scripts = (touch, merge, rotate, repoint, *extra)
+        self.scripts = (touch, merge, rotate, repoint, destroy, *extra)
 
     def fetch(self, client: t.Any, key: str) -> t.Any:
         """Read the key with ``client``, a client or a pipeline to queue on."""
@@ -104,11 +154,17 @@ class Layout:
     def redirect(self, snapshot: Snapshot) -> tuple[str, int | None] | None:
         """Return the id a redirect leads to and when its grace period ends
         (``None`` when it does not say), or ``None`` for anything else.
+
+        :raises NotASession: the snapshot cannot even be looked at.
         """
         raise NotImplementedError
 
     def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
-        """Return the decoded data and the creation time of a snapshot."""
+        """Return the decoded data and the creation time of a snapshot that
+        is no redirect.
+
+        :raises NotASession: it is no session either.
+        """
         raise NotImplementedError
 
     def fingerprint(self, snapshot: Snapshot) -> str:
@@ -130,6 +186,8 @@ class Layout:
 
         Return the creation time it keeps.
 
+        :raises NotASession: the snapshot is not a session (as for
+            :meth:`read`); nothing was written.
         :raises SessionSerializationError: the copy would be larger than
             ``max_size``; nothing was written.
         """
@@ -139,12 +197,15 @@ class Layout:
 class JsonLayout(Layout):
     """One JSON string per session."""
 
+    redis_type = "string"
+
     def __init__(self) -> None:
         super().__init__(
             touch=LuaScript("touch", includes=["common"]),
             merge=LuaScript("merge", includes=["common"]),
             rotate=LuaScript("rotate", includes=["common"]),
             repoint=LuaScript("repoint", includes=["common"]),
+            destroy=LuaScript("destroy", includes=["common"]),
         )
 
     def fetch(self, client: t.Any, key: str) -> t.Any:
@@ -154,28 +215,48 @@ class JsonLayout(Layout):
         return snapshot is None
 
     def redirect(self, snapshot: Snapshot) -> tuple[str, int | None] | None:
-        # As redirect_target in common.lua: only short documents can be
-        # redirects; a session is never decoded here.
+        # Twin: redirect_target in lua/common.lua. Only short documents can
+        # be redirects; a session is never decoded here. Anything that is no
+        # redirect is left for read() to tell what it is.
         raw = as_bytes(snapshot)
         if len(raw) >= 512 or b'"redirectTo"' not in raw:
             return None
         try:
             document = json.loads(raw)
-            meta = document["meta"]
-            if document["data"] is not None or not isinstance(meta, dict):
-                return None
-            target = meta["redirectTo"]
-            expires = meta.get("expiresAt")
-            if not isinstance(target, str):
-                return None
-            return target, None if expires is None else int(expires)
-        except (ValueError, KeyError, TypeError):
-            # Not a redirect: read() says what it is.
+        except _DECODE_ERRORS:
             return None
+        if not isinstance(document, dict) or document.get("data", 0) is not None:
+            return None
+        meta = document.get("meta")
+        if not isinstance(meta, dict):
+            return None
+        target = meta.get("redirectTo")
+        if not isinstance(target, str) or not _is_id(target):
+            return None
+        if "expiresAt" not in meta:
+            return target, None
+        expires = meta["expiresAt"]
+        return (target, int(expires)) if _is_meta_number(expires) else None
 
     def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
-        document = loads(snapshot)
-        return document["data"], int(document["meta"]["createdAt"])
+        # Twin: session_document in lua/merge.lua, which checks the same
+        # framing but decodes no tags.
+        try:
+            document = loads(snapshot)
+        except json.JSONDecodeError:
+            raise NotASession("a string that is not JSON") from None
+        except _DECODE_ERRORS as error:
+            raise NotASession(
+                f"a document with a value that does not decode ({type(error).__name__})"
+            ) from None
+        if not isinstance(document, dict):
+            raise NotASession("JSON that is not a session document")
+        data, meta = document.get("data"), document.get("meta")
+        if not isinstance(data, dict):
+            raise NotASession("a document whose data is not a dict")
+        if not isinstance(meta, dict) or not _is_meta_number(meta.get("createdAt")):
+            raise NotASession("a document without an integer meta.createdAt")
+        return data, int(meta["createdAt"])
 
     def fingerprint(self, snapshot: Snapshot) -> str:
         return sha1(snapshot)
@@ -191,15 +272,16 @@ class JsonLayout(Layout):
         ttl: int,
         max_size: int,
     ) -> int:
-        document = json.loads(snapshot)
-        data = document["data"]
+        _, created_at = self.read(snapshot)
+        # The stored form, whose tags stay tags.
+        data = json.loads(snapshot)["data"]
         for change in changes:
             apply_change(data, change)
-        created_at = int(document["meta"]["createdAt"])
+        size = session_size({key: dumps(value).encode() for key, value in data.items()})
+        if size > max_size:
+            raise too_large(size, max_size)
         meta = {"id": sid, "createdAt": created_at, "expiresAt": now + ttl}
         encoded = dumps({"data": data, "meta": meta}).encode()
-        if len(encoded) > max_size:
-            raise too_large(len(encoded), max_size)
         try:
             store.redis.set(store.session_key(sid), encoded, px=ttl)
         except RedisError as error:
@@ -218,6 +300,8 @@ REDIRECT = " redirect"
 class HashLayout(Layout):
     """One Redis hash per session, a field per top-level key."""
 
+    redis_type = "hash"
+
     def __init__(self) -> None:
         includes = ["common", "hash_common"]
         #: Writes a whole session hash: a rotation's copy.
@@ -227,18 +311,25 @@ class HashLayout(Layout):
             merge=LuaScript("hash_merge", includes=includes),
             rotate=LuaScript("hash_rotate", includes=includes),
             repoint=LuaScript("hash_repoint", includes=includes),
+            destroy=LuaScript("hash_destroy", includes=includes),
             extra=[self.write_copy],
         )
 
     @staticmethod
     def fields(snapshot: Snapshot) -> dict[str, bytes]:
-        """Return a snapshot's fields, meta fields included, by name."""
+        """Return a snapshot's fields, meta fields included, by name.
+
+        :raises NotASession: a field's name is not UTF-8.
+        """
         pairs = (
             snapshot.items()
             if isinstance(snapshot, dict)
             else zip(snapshot[::2], snapshot[1::2], strict=True)
         )
-        return {text(name): as_bytes(value) for name, value in pairs}
+        try:
+            return {text(name): as_bytes(value) for name, value in pairs}
+        except UnicodeDecodeError:
+            raise NotASession("a hash with a field name that is not UTF-8") from None
 
     @staticmethod
     def data_fields(fields: t.Mapping[str, bytes]) -> dict[str, bytes]:
@@ -252,22 +343,41 @@ class HashLayout(Layout):
         return not snapshot
 
     def redirect(self, snapshot: Snapshot) -> tuple[str, int | None] | None:
+        # Twin: hash_state in lua/hash_common.lua. Anything that is no
+        # redirect is left for read() to tell what it is.
         fields = self.fields(snapshot)
         target = fields.get(REDIRECT)
-        if target is None:
+        if target is None or not _is_id(target):
             return None
         expires = fields.get(EXPIRES)
-        try:
-            return target.decode(), None if expires is None else int(expires)
-        except ValueError:
-            # Not a redirect: read() says what it is.
-            return None
+        if expires is None:
+            return target.decode(), None
+        if _META_NUMBER.fullmatch(expires):
+            return target.decode(), int(expires)
+        return None
 
     def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
+        # Twin: hash_state in lua/hash_common.lua, which checks the meta
+        # fields only; the scripts check the data fields they decode.
         fields = self.fields(snapshot)
-        created_at = int(fields.get(CREATED, 0))
+        for name in HASH_META:
+            value = fields.get(name)
+            if value is None or not _META_NUMBER.fullmatch(value):
+                raise NotASession("a hash without the meta fields of a session")
         data = self.data_fields(fields)
-        return loads_fields(data), created_at
+        try:
+            for name in data:
+                # A name that starts with a space is an escaped key, unless
+                # it is a meta field (of a redirect, or unknown).
+                if name[:1] == " " and encode_key(decode_key(name)) != name:
+                    raise NotASession(
+                        "a hash with a field that is neither data nor meta"
+                    )
+            return loads_fields(data), int(fields[CREATED])
+        except _DECODE_ERRORS as error:
+            raise NotASession(
+                f"a hash with a field that does not decode ({type(error).__name__})"
+            ) from None
 
     def fingerprint(self, snapshot: Snapshot) -> str:
         return self.fields(snapshot).get(VERSION, b"").decode()
@@ -283,12 +393,10 @@ class HashLayout(Layout):
         ttl: int,
         max_size: int,
     ) -> int:
-        fields = self.fields(snapshot)
-        created_at = int(fields.get(CREATED, now))
-        data = self.data_fields(fields)
-        for change in changes:
-            apply_change_to_fields(data, change)
-        size = sum(len(name.encode()) + len(value) for name, value in data.items())
+        _, created_at = self.read(snapshot)
+        data = self.data_fields(self.fields(snapshot))
+        apply_changes_to_fields(data, changes)
+        size = session_size(data)
         if size > max_size:
             raise too_large(size, max_size)
         args: list[t.Any] = [ttl, CREATED, created_at, EXPIRES, now + ttl]

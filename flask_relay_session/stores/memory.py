@@ -8,6 +8,7 @@ than one process serves the app.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import typing as t
@@ -23,8 +24,8 @@ from .base import MergeResult
 from .base import MergeStatus
 from .base import StoredSession
 from .base import too_large
-from .paths import apply_change_to_fields
-from .paths import dumps
+from .paths import apply_changes_to_fields
+from .paths import session_size
 
 
 @dataclass
@@ -37,11 +38,8 @@ class _Entry:
     redirect_to: str | None = None
 
     def size(self) -> int:
-        """The size of the document as JSON, as Redis would store it."""
-        return 2 + sum(
-            len(dumps(key).encode()) + 2 + len(value)
-            for key, value in self.fields.items()
-        )
+        """The size ``RELAY_SESSION_MAX_SIZE`` limits, as in every store."""
+        return session_size(self.fields)
 
 
 def _check_size(entry: _Entry, max_size: int) -> None:
@@ -54,11 +52,22 @@ class MemorySessionStore:
     """A :class:`~flask_relay_session.SessionStore` in this process's memory.
 
     Thread-safe: every operation holds one lock. Expired sessions and locks
-    are dropped when they are next looked at.
+    are dropped when they are next looked at, and every write that may add
+    one looks at a few more, so that they do not pile up (see
+    :attr:`eviction_batch`).
 
     :param clock: returns the current time in seconds; tests replace it to
         move time forward.
     """
+
+    #: How many stored sessions, and how many locks, each write that may add
+    #: one checks for expiry. They are checked in a round, those stored
+    #: longest ago first: an expired one is dropped, a live one goes to the
+    #: back. So a write never checks more than this many of each, and an
+    #: expired session or lock is dropped within ``n / eviction_batch``
+    #: writes, ``n`` the number held; a write adds at most one of each, so
+    #: expired ones cannot pile up.
+    eviction_batch = 4
 
     def __init__(self, clock: t.Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -82,6 +91,19 @@ class MemorySessionStore:
             del self._locks[sid]
             return None
         return lock[0] if lock else None
+
+    def _evict_expired(self) -> None:
+        """Check the next :attr:`eviction_batch` sessions and locks of the
+        round: drop the expired ones, send the others to the back.
+
+        Dicts keep insertion order, and a key put back goes last.
+        """
+        for sid in list(itertools.islice(self._sessions, self.eviction_batch)):
+            if self._entry(sid) is not None:
+                self._sessions[sid] = self._sessions.pop(sid)
+        for sid in list(itertools.islice(self._locks, self.eviction_batch)):
+            if self._holder(sid) is not None:
+                self._locks[sid] = self._locks.pop(sid)
 
     def _lock_refusal(self, sid: str, token: str | None) -> MergeResult | None:
         holder = self._holder(sid)
@@ -146,6 +168,7 @@ class MemorySessionStore:
     ) -> MergeResult:
         """Apply ``changes`` atomically, with the same rules as Redis."""
         with self._mutex:
+            self._evict_expired()
             refusal = self._lock_refusal(sid, lock_token)
             if refusal is not None:
                 return refusal
@@ -159,8 +182,7 @@ class MemorySessionStore:
                     MergeStatus.REDIRECTED, redirect_to=entry.redirect_to
                 )
             updated = _Entry(entry.created_at, entry.expires_at, dict(entry.fields))
-            for change in changes:
-                apply_change_to_fields(updated.fields, change)
+            apply_changes_to_fields(updated.fields, changes)
             # The lock check above found ``lock_token`` holding the lock.
             release = release_lock and lock_token is not None
             if not updated.fields:
@@ -199,6 +221,7 @@ class MemorySessionStore:
     ) -> MergeResult:
         """Move the session to ``new_sid``, leaving a redirect for ``grace``."""
         with self._mutex:
+            self._evict_expired()
             refusal = self._lock_refusal(sid, lock_token)
             if refusal is not None:
                 return refusal
@@ -210,8 +233,7 @@ class MemorySessionStore:
                     MergeStatus.REDIRECTED, redirect_to=entry.redirect_to
                 )
             moved = _Entry(entry.created_at, now + ttl, dict(entry.fields))
-            for change in changes:
-                apply_change_to_fields(moved.fields, change)
+            apply_changes_to_fields(moved.fields, changes)
             _check_size(moved, max_size)
             self._sessions[new_sid] = moved
             if grace > 0:
@@ -225,13 +247,27 @@ class MemorySessionStore:
             )
 
     def delete(self, sid: str) -> None:
-        """Delete the session ``sid``."""
+        """Delete the session ``sid``, following rotation redirects as
+        :meth:`load` does, and every redirect on the way.
+        """
         with self._mutex:
-            self._sessions.pop(sid, None)
+            chain = [sid]
+            for _ in range(MAX_REDIRECT_DEPTH + 1):
+                entry = self._entry(chain[-1])
+                if entry is None or entry.redirect_to is None:
+                    break
+                chain.append(entry.redirect_to)
+            else:
+                # Too long a chain leads nowhere, as for load: only the id's
+                # own redirect goes, and the ids further on keep theirs.
+                del chain[1:]
+            for hop in chain:
+                self._sessions.pop(hop, None)
 
     def lock(self, sid: str, token: str, ttl: int) -> bool:
         """Take the lock of ``sid`` for ``token`` unless somebody holds it."""
         with self._mutex:
+            self._evict_expired()
             if self._holder(sid) is not None:
                 return False
             self._locks[sid] = (token, self._now() + ttl)

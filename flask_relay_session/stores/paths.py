@@ -1,9 +1,14 @@
 """The merge rules of :meth:`SessionStore.merge`, for stores written in Python.
 
-They mirror ``lua/merge.lua``: setting a path creates the dicts above it and
-replaces anything above it that is not a dict (a list, a scalar, a tagged
-value); deleting a path that does not exist does nothing. Trees here are
-stored JSON, decoded with plain :func:`json.loads`: tags are still tags.
+They mirror ``apply_change`` in ``lua/common.lua`` (and, for data kept as
+one JSON per top-level key, ``lua/hash_merge.lua``): setting a path creates
+the dicts above it and replaces anything above it that is not a dict (a
+list, a scalar, a tagged value); deleting a path that does not exist does
+nothing. Trees here are stored JSON, decoded with plain :func:`json.loads`:
+tags are still tags.
+
+The size of a session, which ``RELAY_SESSION_MAX_SIZE`` limits, is defined
+here too (:func:`session_size`), once for every store and layout.
 """
 
 from __future__ import annotations
@@ -13,8 +18,33 @@ import typing as t
 
 from .base import Change
 
-#: Encodes stored JSON the way the stores keep it: compact, UTF-8.
+#: Encodes stored JSON the way the stores keep it: compact, UTF-8. The Lua
+#: scripts write what they re-encode the same way (``encode`` in
+#: ``lua/common.lua``).
 dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def session_size(fields: t.Mapping[str, bytes]) -> int:
+    """Return the size of a session, as ``RELAY_SESSION_MAX_SIZE`` limits it.
+
+    It is the sum, over the session's top-level keys, of the length in
+    UTF-8 of the stored key and of the length of its value's JSON as
+    :data:`dumps` writes it. It depends on the data only: not on the store,
+    the layout, or which writes made the session, so a change that does not
+    grow a value never makes a session too large.
+
+    Its twins: ``encode_data`` in ``lua/merge.lua`` measures the JSON
+    layout, and the hash layout keeps it in the ``" size"`` field
+    (``lua/hash_merge.lua``).
+
+    :param fields: each stored top-level key and its value's JSON, as
+        :data:`dumps` writes it.
+    """
+    return sum(len(key.encode()) + len(value) for key, value in fields.items())
+
+
+#: What :meth:`dict.pop` returns for a key that is not there.
+_ABSENT = object()
 
 
 def is_dict(value: t.Any) -> bool:
@@ -28,40 +58,61 @@ def is_dict(value: t.Any) -> bool:
     return not (len(key) == 2 and key[0] == " " and key[1].isalpha())
 
 
-def apply_change(tree: dict[str, t.Any], change: Change) -> None:
-    """Apply ``change`` to the stored data ``tree``, in place."""
+def apply_change(tree: dict[str, t.Any], change: Change) -> bool:
+    """Apply ``change`` to the stored data ``tree``, in place.
+
+    Return whether anything changed: deleting a path that does not exist
+    changes nothing.
+    """
     *parents, last = change.path
     node: dict[str, t.Any] = tree
     for key in parents:
         child = node.get(key)
         if not is_dict(child):
             if change.value is None:
-                return
+                return False
             child = node[key] = {}
         node = t.cast("dict[str, t.Any]", child)
-    if change.value is None:
-        node.pop(last, None)
-    else:
+    if change.value is not None:
         node[last] = json.loads(change.value)
+        return True
+    return node.pop(last, _ABSENT) is not _ABSENT
 
 
-def apply_change_to_fields(fields: dict[str, bytes], change: Change) -> None:
-    """Apply ``change`` to data kept as each top-level key's JSON, in place.
+def apply_changes_to_fields(
+    fields: dict[str, bytes], changes: t.Iterable[Change]
+) -> None:
+    """Apply ``changes``, in order, to data kept as each top-level key's
+    JSON, in place.
 
-    A change of a whole top-level key replaces or removes its JSON as it is;
-    a deeper change decodes and re-encodes that one key only.
+    A change of a whole top-level key replaces or removes its JSON as it is.
+    Deeper changes decode their top-level key's JSON once, however many of
+    them there are, and encode it once at the end, so the work follows the
+    size of the keys they touch plus their number, as in
+    ``lua/hash_merge.lua``.
     """
-    top, *rest = change.path
-    if not rest:
-        if change.value is None:
-            fields.pop(top, None)
-        else:
-            fields[top] = change.value
-        return
-    tree = json.loads(fields[top]) if top in fields else None
-    if not is_dict(tree):
-        if change.value is None:
-            return
-        tree = {}
-    apply_change(t.cast("dict[str, t.Any]", tree), Change(tuple(rest), change.value))
-    fields[top] = dumps(tree).encode()
+    #: The decoded values of the keys deeper changes touched.
+    trees: dict[str, t.Any] = {}
+    #: The keys whose decoded value changed, to encode at the end.
+    dirty: set[str] = set()
+    for change in changes:
+        top, *rest = change.path
+        if not rest:
+            trees.pop(top, None)
+            dirty.discard(top)
+            if change.value is None:
+                fields.pop(top, None)
+            else:
+                fields[top] = change.value
+            continue
+        if top not in trees:
+            trees[top] = json.loads(fields[top]) if top in fields else None
+        tree = trees[top]
+        if not is_dict(tree):
+            if change.value is None:
+                continue
+            tree = trees[top] = {}
+        if apply_change(tree, Change(tuple(rest), change.value)):
+            dirty.add(top)
+    for top in dirty:
+        fields[top] = dumps(trees[top]).encode()

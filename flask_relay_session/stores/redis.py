@@ -17,6 +17,7 @@ import time
 import typing as t
 
 from redis.exceptions import RedisError
+from redis.exceptions import ResponseError
 
 from ..errors import SessionChainBrokenError
 from ..errors import SessionDepthError
@@ -28,6 +29,7 @@ from .base import MergeStatus
 from .base import StoredSession
 from .base import too_large
 from .layouts import LAYOUTS
+from .layouts import NotASession
 from .scripts import LuaScript
 from .scripts import RedisClient
 from .scripts import store_failed
@@ -42,6 +44,25 @@ ROTATE_ATTEMPTS = 5
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _wrong_type(reply: object) -> bool:
+    """Whether a reply is Redis's error for a key of another type than its
+    command reads: the session key holds something that is not a session.
+    """
+    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
+def _foreign(sid: str, what: str) -> None:
+    """Log that the key of the session ``sid`` holds ``what``, which is not
+    a session; ``what`` says what in words, never quoting the data.
+    """
+    logger.error(
+        "session %s… holds something that is not a session (%s); it is left"
+        " in place for inspection and the request goes on with a new session",
+        sid[:8],
+        what,
+    )
 
 
 class RedisSessionStore:
@@ -126,6 +147,12 @@ class RedisSessionStore:
         and asks ``PTTL``, and a redirect past its end counts as gone. The
         scripts that write check that end too. A chain of several redirects
         is shortened: each id on it is pointed straight at the session.
+
+        A key that holds something that is not a session (see
+        :mod:`~flask_relay_session.stores.layouts`) is logged and left as it
+        is, and the load answers ``None``. The ``PEXPIRE`` pipelined with the
+        read reaches it before it is read, so it lives on as long as the
+        session would have.
         """
         layout = self._layout
         visited: list[str] = []
@@ -143,9 +170,14 @@ class RedisSessionStore:
                     pipe.pttl(key)
                 else:
                     pipe.pexpire(key, ttl)
-                replies = pipe.execute()
+                # A key of the wrong type answers WRONGTYPE, which is no
+                # failure of the store.
+                replies = pipe.execute(raise_on_error=False)
             except RedisError as error:
                 raise store_failed(error) from error
+            for reply in replies:
+                if isinstance(reply, RedisError) and not _wrong_type(reply):
+                    raise store_failed(reply) from reply
             if previous is not None:
                 # PTTL -2: the redirect followed last was past its grace
                 # period, and PEXPIREAT dropped it.
@@ -154,6 +186,9 @@ class RedisSessionStore:
             else:
                 redirect_gone = False
             snapshot, remaining = replies
+            if _wrong_type(snapshot):
+                _foreign(sid, f"a key that is not a Redis {layout.redis_type}")
+                return None
             if redirect_gone or layout.missing(snapshot):
                 # The id asked for is gone, or a link of its chain is.
                 if not visited or (redirect_gone and len(visited) == 1):
@@ -162,26 +197,19 @@ class RedisSessionStore:
                     f"session {visited[0][:8]}… was rotated to a session that"
                     " no longer exists"
                 )
-            redirect = layout.redirect(snapshot)
-            if redirect is not None:
-                visited.append(sid)
-                sid, expires = redirect
-                previous = None if expires is None else (key, expires)
-                continue
+            try:
+                redirect = layout.redirect(snapshot)
+                if redirect is not None:
+                    visited.append(sid)
+                    sid, expires = redirect
+                    previous = None if expires is None else (key, expires)
+                    continue
+                data, created_at = layout.read(snapshot)
+            except NotASession as error:
+                _foreign(sid, str(error))
+                return None
             for rotated in visited[:-1]:
                 self._call(layout.repoint, [self.session_key(rotated)], [sid])
-            try:
-                data, created_at = layout.read(snapshot)
-            except (ValueError, KeyError, TypeError) as error:
-                logger.error(
-                    "session %s… holds something that is not a session"
-                    " (%s: %s); it is left in place for inspection and the"
-                    " request goes on with a new session",
-                    sid[:8],
-                    type(error).__name__,
-                    error,
-                )
-                return None
             return StoredSession(
                 sid=sid,
                 data=data,
@@ -218,6 +246,10 @@ class RedisSessionStore:
         write is done, and leaves a receipt of its reply for a minute: a
         merge re-sent after a lost reply finds the lock gone and answers
         with the receipt instead of :attr:`MergeStatus.LOCK_LOST`.
+
+        A key that holds something that is not a session is logged and left
+        as it is, and the merge answers :attr:`MergeStatus.MISSING`, even
+        with ``create``: the caller goes on with a new id.
         """
         args: list[t.Any] = [
             lock_token or "",
@@ -248,6 +280,9 @@ class RedisSessionStore:
             return MergeResult(MergeStatus.REDIRECTED, redirect_to=text(reply[1]))
         if status == "too_large":
             raise too_large(int(reply[1]), max_size)
+        if status == "foreign":
+            _foreign(sid, text(reply[1]))
+            return MergeResult(MergeStatus.MISSING)
         return MergeResult(MergeStatus(status))
 
     def rotate(
@@ -270,25 +305,48 @@ class RedisSessionStore:
         ``changes``) under ``new_sid``, then replace the old session with
         the redirect, but only if it did not change since it was read; if it
         did, copy it again.
+
+        A key that holds something that is not a session is logged and left
+        as it is, and the rotation answers :attr:`MergeStatus.MISSING`.
         """
         layout = self._layout
         key = self.session_key(sid)
         try:
             snapshot = layout.fetch(self.redis, key)
         except RedisError as error:
-            raise store_failed(error) from error
+            if not _wrong_type(error):
+                raise store_failed(error) from error
+            _foreign(sid, f"a key that is not a Redis {layout.redis_type}")
+            return MergeResult(MergeStatus.MISSING)
         if layout.missing(snapshot):
             return MergeResult(MergeStatus.MISSING)
-        redirect = layout.redirect(snapshot)
+        try:
+            redirect = layout.redirect(snapshot)
+        except NotASession as error:
+            _foreign(sid, str(error))
+            return MergeResult(MergeStatus.MISSING)
         if redirect is not None:
             target, expires = redirect
             if expires is not None and not self._restore_grace(key, expires):
                 return MergeResult(MergeStatus.MISSING)
             return MergeResult(MergeStatus.REDIRECTED, redirect_to=target)
-        for _ in range(ROTATE_ATTEMPTS):
-            created_at = layout.copy(
-                self, new_sid, snapshot, changes, now=now, ttl=ttl, max_size=max_size
-            )
+        for attempt in range(ROTATE_ATTEMPTS):
+            try:
+                created_at = layout.copy(
+                    self,
+                    new_sid,
+                    snapshot,
+                    changes,
+                    now=now,
+                    ttl=ttl,
+                    max_size=max_size,
+                )
+            except NotASession as error:
+                if attempt:
+                    # The copy of an earlier attempt.
+                    self.delete(new_sid)
+                _foreign(sid, str(error))
+                return MergeResult(MergeStatus.MISSING)
             reply = self._call(
                 layout.rotate,
                 [self.session_key(sid), self.lock_key(sid)],
@@ -309,6 +367,9 @@ class RedisSessionStore:
                     return MergeResult(
                         MergeStatus.REDIRECTED, redirect_to=text(reply[1])
                     )
+                if status == "foreign":
+                    _foreign(sid, text(reply[1]))
+                    return MergeResult(MergeStatus.MISSING)
                 return MergeResult(MergeStatus(status))
             snapshot = reply[1]
         self.delete(new_sid)
@@ -327,9 +388,40 @@ class RedisSessionStore:
             raise store_failed(error) from error
 
     def delete(self, sid: str) -> None:
-        """Delete the session ``sid``."""
+        """Delete the session ``sid``, following rotation redirects.
+
+        One run of the destroy script per hop: it deletes a session, or a
+        redirect past its grace period, and names the target of a redirect
+        within it, which it leaves in place. The hops of a chain are in
+        different cluster slots; the redirects are deleted last, in one
+        pipeline, once the session they lead to is gone, so that no
+        redirect is ever gone while its session lives. A session that was
+        never rotated costs one round trip, as a ``DEL`` would.
+
+        A rotation of the session racing this leaves no copy behind. If the
+        script deletes the session before the rotation turns it into a
+        redirect, the rotation finds it missing and deletes its copy (see
+        :meth:`rotate`); if after, the script finds the redirect and the
+        next hop deletes the copy.
+        """
+        redirects: list[str] = []
+        for _ in range(MAX_REDIRECT_DEPTH + 1):
+            reply = self._call(self._layout.destroy, [self.session_key(sid)], [])
+            if text(reply[0]) != "redirected":
+                break
+            redirects.append(sid)
+            sid = text(reply[1])
+        else:
+            # Too long a chain leads nowhere, as for load: only the id's own
+            # redirect goes, and the ids further on keep theirs.
+            del redirects[1:]
+        if not redirects:
+            return
         try:
-            self.redis.delete(self.session_key(sid))
+            pipe = self.redis.pipeline(transaction=False)
+            for rotated in redirects:
+                pipe.delete(self.session_key(rotated))
+            pipe.execute()
         except RedisError as error:
             raise store_failed(error) from error
 

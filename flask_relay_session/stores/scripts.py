@@ -41,7 +41,8 @@ def sha1(data: bytes | str) -> str:
 def store_failed(error: RedisError) -> SessionStoreError:
     """The error for a failed Redis command, saying what to check."""
     return SessionStoreError(
-        f"the session store failed: {type(error).__name__}: {error}. Check"
+        f"the session store failed: {type(error).__name__}:"
+        f" {str(error).rstrip('.')}. Check"
         " that Redis is running and reachable with RELAY_SESSION_REDIS."
     )
 

@@ -16,6 +16,12 @@ the session before they change it (like a real view), except ``/blind``:
                       changes, unlocked); returns ``{"visits"}``.
 ``GET /state``        the whole session: ``{"data", "sid", "redirected",
                       "new"}``; sleeps ``?sleep=`` after loading it.
+``POST /logout``      sleeps ``?sleep=``, then ``session.destroy()`` without
+                      loading the session.
+``POST /touch``       reads ``session["user"]``, sleeps ``?sleep=``, sets
+                      ``session["seen"]`` and ``session.modified = True``
+                      (an app that forces every save); returns ``{"user"}``
+                      as read.
 
 The id a write finally landed in is the one of the response's
 ``Set-Cookie`` (a save that meets a rotation redirect moves on to the new
@@ -84,6 +90,21 @@ def create_app() -> Flask:
         profile["visits"] += 1
         profile["tags"].append(request.args.get("tag", "t"))
         return jsonify(pid=os.getpid(), visits=profile["visits"])
+
+    @app.post("/logout")
+    def logout() -> t.Any:
+        _sleep()
+        _session().destroy()
+        return jsonify(pid=os.getpid())
+
+    @app.post("/touch")
+    def touch() -> t.Any:
+        current = _session()
+        user = current.get("user")
+        _sleep()
+        current["seen"] = True
+        current.modified = True
+        return jsonify(pid=os.getpid(), user=user)
 
     @app.get("/state")
     def state() -> t.Any:

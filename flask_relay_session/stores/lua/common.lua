@@ -24,6 +24,11 @@ local function lock_refusal(lock_key, token)
   return nil
 end
 
+-- How long a write leaves a trace for a client that re-sends it after a
+-- lost reply (redis-py's Retry re-sends within a few seconds): a lock
+-- release's receipt, a rotation's tombstone.
+local RESEND_WINDOW = 60000
+
 -- Release the lock after a write that asked for it (ARGV[1] the token,
 -- `release` true), leaving a short-lived receipt of the write's `reply` under
 -- `receipt_key`: a client that re-sends the script after a lost reply finds
@@ -31,7 +36,7 @@ end
 local function finish(lock_key, receipt_key, release, reply)
   if release and ARGV[1] ~= "" then
     redis.call("DEL", lock_key)
-    redis.call("SET", receipt_key, ARGV[1] .. " " .. cjson.encode(reply), "PX", 60000)
+    redis.call("SET", receipt_key, ARGV[1] .. " " .. cjson.encode(reply), "PX", RESEND_WINDOW)
   end
   return reply
 end
@@ -46,16 +51,36 @@ local function receipt(receipt_key, token)
   return nil
 end
 
--- The id a stored document redirects to, or nil for a session document,
--- and when the redirect's grace period ends (nil if it does not say).
--- A redirect is short; decoding a long session here would block Redis for
--- nothing.
+-- Whether `value` is a session id as a redirect names it: letters and
+-- digits only. Twin: `_is_id` in stores/layouts.py.
+local function is_id(value)
+  return type(value) == "string" and string.find(value, "^%w+$") ~= nil
+end
+
+-- Whether a decoded JSON value is a time the meta data can hold: an
+-- integer of at most 14 digits, all of which cjson keeps. Twin:
+-- `_is_meta_number` in stores/layouts.py.
+local function is_meta_number(value)
+  return type(value) == "number" and value == math.floor(value)
+    and math.abs(value) < 1e14
+end
+
+-- The id a stored document redirects to, or nil for anything else, and
+-- when the redirect's grace period ends (nil if it does not say). A
+-- redirect is short; decoding a long session here would block Redis for
+-- nothing. Twin: `JsonLayout.redirect` in stores/layouts.py.
 local function redirect_target(raw)
-  if #raw < 512 and string.find(raw, '"redirectTo"', 1, true) then
-    local doc = cjson.decode(raw)
-    if doc.data == cjson.null and type(doc.meta) == "table" then
-      return doc.meta.redirectTo, tonumber(doc.meta.expiresAt)
-    end
+  if #raw >= 512 or not string.find(raw, '"redirectTo"', 1, true) then
+    return nil
+  end
+  local ok, doc = pcall(cjson.decode, raw)
+  if not ok or type(doc) ~= "table" or doc.data ~= cjson.null
+    or type(doc.meta) ~= "table" then
+    return nil
+  end
+  local target, expires = doc.meta.redirectTo, doc.meta.expiresAt
+  if is_id(target) and (expires == nil or is_meta_number(expires)) then
+    return target, expires
   end
   return nil
 end
@@ -130,4 +155,31 @@ local function apply_change(root, op, first, last)
   end
   node[ARGV[last]] = nil
   return true
+end
+
+-- Python's json, which writes the values a session stores (see `dumps` in
+-- stores/paths.py), and cjson write them byte for byte alike but for two
+-- characters cjson escapes: "/" as "\/" and U+007F as "\u007f". Called with
+-- each escape sequence of cjson's output (the escaped character and up to
+-- four hex digits after it), this returns Python's text for the two, and
+-- nil (keep it) for the others.
+local function as_python_writes(char, hex)
+  if char == "/" then
+    return "/" .. hex
+  elseif char == "u" and hex == "007f" then
+    return "\127"
+  end
+  return nil
+end
+
+-- `value` as JSON, written as Python's json writes it: a value rewritten
+-- here is stored, and measured against RELAY_SESSION_MAX_SIZE, exactly as
+-- the same value sent whole by Python (see `session_size` in
+-- stores/paths.py).
+local function encode(value)
+  local json = cjson.encode(value)
+  if string.find(json, "\\/", 1, true) or string.find(json, "\\u007f", 1, true) then
+    json = string.gsub(json, "\\(.)(%x?%x?%x?%x?)", as_python_writes)
+  end
+  return json
 end

@@ -20,3 +20,41 @@ local META_FIELDS = 4
 -- The field of a rotated-away id that names the id it redirects to. A
 -- redirect holds this field and EXPIRES, nothing else.
 local REDIRECT = " redirect"
+
+-- A meta field's value as a number, or nil when it is missing or not an
+-- integer of at most 14 digits. Twin: `_META_NUMBER` in stores/layouts.py.
+local function meta_number(text)
+  local digits = text and string.match(text, "^%-?(%d+)$")
+  if digits and #digits <= 14 then
+    return tonumber(text)
+  end
+  return nil
+end
+
+-- What the key of a session holds, told by its type and meta fields: a
+-- kind, and a table of what goes with it:
+--   "none"      it does not exist: {};
+--   "redirect"  {target = <sid>, expires = <ms, or nil when it does not say>};
+--   "session"   {created = <ms>, size = <bytes>};
+--   "foreign"   anything else, which no script may change: {what = <words>}.
+-- Data fields are not read here: a script checks those it decodes. Twin:
+-- `HashLayout.redirect` and `HashLayout.read` in stores/layouts.py, which
+-- check every field.
+local function hash_state(key)
+  local kind = redis.call("TYPE", key)["ok"]
+  if kind == "none" then
+    return "none", {}
+  elseif kind ~= "hash" then
+    return "foreign", {what = "a Redis " .. kind .. ", not a hash"}
+  end
+  local meta = redis.call("HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION)
+  local expires = meta_number(meta[2])
+  if meta[1] and is_id(meta[1]) and (expires or not meta[2]) then
+    return "redirect", {target = meta[1], expires = expires}
+  end
+  local created, size = meta_number(meta[3]), meta_number(meta[4])
+  if meta[1] or not (expires and created and size and meta_number(meta[5])) then
+    return "foreign", {what = "a hash without the meta fields of a session"}
+  end
+  return "session", {created = created, size = size}
+end

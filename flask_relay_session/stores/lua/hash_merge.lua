@@ -9,21 +9,27 @@
 -- ARGV[2]  now, in milliseconds since the epoch
 -- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
 -- ARGV[4]  "1" to create the session when it does not exist, else "0"
--- ARGV[5]  the largest the session's data may become, in bytes (" size")
+-- ARGV[5]  the largest the session may become, in bytes (" size", see
+--          `session_size` in stores/paths.py)
 -- ARGV[6]  the number of changes, then each change as:
 --          "s", depth, key 1 .. key depth, value JSON   (set a path)
 --          "d", depth, key 1 .. key depth               (delete a path)
 --
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
--- {"too_large", size} or {"done", created_ms, expires_ms, emptied}.
+-- {"foreign", what} when the key holds something that is not a session: not
+-- a hash, a hash without the meta fields (see `hash_state` in
+-- hash_common.lua), or a field this write decodes that is not JSON (`what`
+-- says what, in words; the key is left as it is), {"too_large", size} or
+-- {"done", created_ms, expires_ms, emptied}.
 -- Nothing is written unless the reply is "done".
 -- A re-sent script whose first run released the lock gets the first run's
 -- reply again (see `finish` in common.lua).
 --
 -- Redis work follows the fields the paths touch, not the session: a field
 -- replaced whole (a path of depth 1) is stored as sent, without cjson; a
--- deeper path decodes and re-encodes its own field only. The size is kept
--- up to date from the lengths of the touched fields.
+-- deeper path decodes and re-encodes its own field only, written as Python
+-- writes it (see `encode` in common.lua). The size is kept up to date from
+-- the lengths of the touched fields.
 
 local key = KEYS[1]
 local release = #KEYS == 3
@@ -33,24 +39,26 @@ if refusal then
     or refusal
 end
 
-local target = redis.call("HGET", key, REDIRECT)
-if target then
-  if not grace_over(tonumber(redis.call("HGET", key, EXPIRES))) then
-    return {"redirected", target}
+local state, found = hash_state(key)
+if state == "foreign" then
+  return {"foreign", found.what}
+elseif state == "redirect" then
+  if not grace_over(found.expires) then
+    return {"redirected", found.target}
   end
   -- A redirect whose grace period is over, kept alive by a load that
   -- refreshed the key while it was rotated: it is gone.
   redis.call("DEL", key)
+  state = "none"
 end
 
 local now = tonumber(ARGV[2])
-local created
-if redis.call("EXISTS", key) == 1 then
-  created = tonumber(redis.call("HGET", key, CREATED)) or now
-elseif ARGV[4] == "1" then
-  created = now
-else
-  return {"missing"}
+local created, size = found.created, found.size
+if state == "none" then
+  if ARGV[4] ~= "1" then
+    return {"missing"}
+  end
+  created, size = now, 0
 end
 
 local ttl
@@ -77,19 +85,25 @@ local function touch(field)
   end
 end
 
+-- Decode a field into `tree`; returns false when it is not JSON.
 local function decode(field)
   if decoded[field] then
-    return
+    return true
   end
   local json = raw[field]
   if json == nil then
     json = redis.call("HGET", key, field)
   end
   if json then
-    tree[field] = cjson.decode(json)
+    local ok, value = pcall(cjson.decode, json)
+    if not ok then
+      return false
+    end
+    tree[field] = value
   end
   raw[field] = nil
   decoded[field] = true
+  return true
 end
 
 local index = 7
@@ -106,7 +120,9 @@ for _ = 1, tonumber(ARGV[6]) do
     decoded[field] = nil
     dirty[field] = true
   else
-    decode(field)
+    if not decode(field) then
+      return {"foreign", "a hash whose field is not JSON"}
+    end
     if apply_change(tree, op, first, last) then
       dirty[field] = true
     end
@@ -124,10 +140,9 @@ local function result(field)
   elseif tree[field] == nil then
     return false
   end
-  return cjson.encode(tree[field])
+  return encode(tree[field])
 end
 
-local size = tonumber(redis.call("HGET", key, SIZE)) or 0
 local values = {}
 for position, field in ipairs(touched) do
   local value = result(field)

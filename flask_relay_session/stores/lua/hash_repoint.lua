@@ -6,14 +6,14 @@
 -- Returns 1 when the redirect was shortened, 0 when the key is no longer a
 -- redirect (it expired, or was never one).
 
-if not redis.call("HGET", KEYS[1], REDIRECT) then
+local state, found = hash_state(KEYS[1])
+if state ~= "redirect" then
   return 0
 end
 -- HSET keeps the key's TTL and " expires": the redirect still ends with
 -- its grace period.
 redis.call("HSET", KEYS[1], REDIRECT, ARGV[1])
-local expires = redis.call("HGET", KEYS[1], EXPIRES)
-if expires then
-  redis.call("PEXPIREAT", KEYS[1], expires)
+if found.expires then
+  redis.call("PEXPIREAT", KEYS[1], found.expires)
 end
 return 1

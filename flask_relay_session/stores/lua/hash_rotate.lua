@@ -7,30 +7,35 @@
 -- ARGV[2]  the " version" of the session the new one was copied from
 -- ARGV[3]  the new session id
 -- ARGV[4]  how long the redirect lives (the grace period), in milliseconds;
---          0 deletes the old id instead
+--          0 ends the old id at once, leaving a tombstone (see rotate.lua)
 --
 -- The redirect is a hash of two fields: " redirect", the new id, and
 -- " expires", when its grace period ends by the server's clock (see
 -- `redirect_document` in common.lua for why it carries its end).
 --
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
--- {"changed", {field, value, ...}} when a concurrent write changed the
--- session since it was copied (copy it again and retry), or {"done"}.
+-- {"foreign", what} when the key is no session hash any more (see
+-- `hash_state` in hash_common.lua), {"changed", {field, value, ...}} when a
+-- concurrent write changed the session since it was copied (copy it again
+-- and retry; the copy checks every field), or {"done"}.
 
 local refusal = lock_refusal(KEYS[2], ARGV[1])
 if refusal then
   return refusal
 end
 
-if redis.call("EXISTS", KEYS[1]) == 0 then
+local state, found = hash_state(KEYS[1])
+if state == "none" then
   return {"missing"}
-end
-local target = redis.call("HGET", KEYS[1], REDIRECT)
-if target and grace_over(tonumber(redis.call("HGET", KEYS[1], EXPIRES))) then
+elseif state == "foreign" then
+  return {"foreign", found.what}
+elseif state == "redirect" and found.target == ARGV[3] then
+  return {"redirected", found.target}
+elseif state == "redirect" and grace_over(found.expires) then
   redis.call("DEL", KEYS[1])
   return {"missing"}
-elseif target then
-  return {"redirected", target}
+elseif state == "redirect" then
+  return {"redirected", found.target}
 end
 if (redis.call("HGET", KEYS[1], VERSION) or "") ~= ARGV[2] then
   return {"changed", redis.call("HGETALL", KEYS[1])}
@@ -38,8 +43,6 @@ end
 
 redis.call("DEL", KEYS[1])
 local grace = tonumber(ARGV[4])
-if grace > 0 then
-  redis.call("HSET", KEYS[1], REDIRECT, ARGV[3], EXPIRES, server_now() + grace)
-  redis.call("PEXPIRE", KEYS[1], grace)
-end
+redis.call("HSET", KEYS[1], REDIRECT, ARGV[3], EXPIRES, server_now() + grace)
+redis.call("PEXPIRE", KEYS[1], grace > 0 and grace or RESEND_WINDOW)
 return {"done"}

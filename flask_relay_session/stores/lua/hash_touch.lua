@@ -4,9 +4,10 @@
 -- ARGV[1]  the new time to live, in milliseconds
 --
 -- Returns 1 when the session's expiry was extended, 0 when the key does not
--- exist or holds a redirect, whose grace period must not grow.
+-- exist, holds a redirect, whose grace period must not grow, or holds
+-- something that is not a session (see `hash_state` in hash_common.lua).
 
-if redis.call("HEXISTS", KEYS[1], REDIRECT) == 1 then
+if hash_state(KEYS[1]) ~= "session" then
   return 0
 end
 return redis.call("PEXPIRE", KEYS[1], ARGV[1])

@@ -9,16 +9,53 @@
 -- ARGV[2]  now, in milliseconds since the epoch
 -- ARGV[3]  the new time to live in milliseconds, or "" to keep the expiry
 -- ARGV[4]  "1" to create the session when it does not exist, else "0"
--- ARGV[5]  the largest the session data may become, in bytes of JSON
+-- ARGV[5]  the largest the session may become, in bytes (see `session_size`
+--          in stores/paths.py)
 -- ARGV[6]  the number of changes, then each change as:
 --          "s", depth, key 1 .. key depth, value JSON   (set a path)
 --          "d", depth, key 1 .. key depth               (delete a path)
 --
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
--- {"too_large", size} or {"done", created_ms, expires_ms, emptied}.
+-- {"foreign", what} when the key holds something that is not a session
+-- (`what` says what, in words; the key is left as it is), {"too_large",
+-- size} or {"done", created_ms, expires_ms, emptied}.
 -- Nothing is written unless the reply is "done".
 -- A re-sent script whose first run released the lock gets the first run's
 -- reply again (see `finish` in common.lua).
+
+-- The session document `raw` holds, decoded, or nil and what it holds
+-- instead: not JSON, or JSON whose "data" is not a dict or whose "meta" has
+-- no integer "createdAt". cjson decodes [] as an empty table, so empty data
+-- is a list if "data" is followed by "[". Twin: `JsonLayout.read` in
+-- stores/layouts.py, which also decodes every tagged value.
+local function session_document(raw)
+  local ok, doc = pcall(cjson.decode, raw)
+  if not ok then
+    return nil, "a string that is not JSON"
+  elseif type(doc) ~= "table" then
+    return nil, "JSON that is not a session document"
+  elseif not is_dict(doc.data)
+    or next(doc.data) == nil and string.find(raw, '"data"%s*:%s*%[') then
+    return nil, "a document whose data is not a dict"
+  elseif type(doc.meta) ~= "table" or not is_meta_number(doc.meta.createdAt) then
+    return nil, "a document without an integer meta.createdAt"
+  end
+  return doc
+end
+
+-- The data as a JSON object, and the session's size as
+-- RELAY_SESSION_MAX_SIZE limits it: the sum, over the top-level keys, of
+-- the key's length and its value's JSON's length in bytes, as Python writes
+-- it. Twin: `session_size` in stores/paths.py.
+local function encode_data(data)
+  local members, size = {}, 0
+  for key, value in pairs(data) do
+    local json = encode(value)
+    size = size + #key + #json
+    members[#members + 1] = encode(key) .. ":" .. json
+  end
+  return "{" .. table.concat(members, ",") .. "}", size
+end
 
 local release = #KEYS == 3
 local refusal = lock_refusal(KEYS[2], ARGV[1])
@@ -29,18 +66,25 @@ end
 
 local now = tonumber(ARGV[2])
 local doc
-local raw = redis.call("GET", KEYS[1])
-if raw then
-  doc = cjson.decode(raw)
-  if doc.data == cjson.null then
-    if not grace_over(tonumber(doc.meta.expiresAt)) then
-      return {"redirected", doc.meta.redirectTo}
-    end
+local kind = redis.call("TYPE", KEYS[1])["ok"]
+if kind == "string" then
+  local raw = redis.call("GET", KEYS[1])
+  local target, expires = redirect_target(raw)
+  if target and not grace_over(expires) then
+    return {"redirected", target}
+  elseif target then
     -- A redirect whose grace period is over, kept alive by a load that
     -- refreshed the key while it was rotated: it is gone.
     redis.call("DEL", KEYS[1])
-    doc = nil
+  else
+    local what
+    doc, what = session_document(raw)
+    if not doc then
+      return {"foreign", what}
+    end
   end
+elseif kind ~= "none" then
+  return {"foreign", "a Redis " .. kind .. ", not a string"}
 end
 if not doc then
   if ARGV[4] ~= "1" then
@@ -60,7 +104,7 @@ for _ = 1, tonumber(ARGV[6]) do
   index = op == "s" and last + 2 or last + 1
 end
 
-local created = tonumber(doc.meta.createdAt) or now
+local created = doc.meta.createdAt
 if next(data) == nil then
   redis.call("DEL", KEYS[1])
   return finish(KEYS[2], KEYS[3], release, {"done", created, now, 1})
@@ -77,9 +121,9 @@ else
 end
 
 -- The data is encoded once, measured, and framed with its meta.
-local encoded = cjson.encode(data)
-if #encoded > tonumber(ARGV[5]) then
-  return {"too_large", #encoded}
+local encoded, size = encode_data(data)
+if size > tonumber(ARGV[5]) then
+  return {"too_large", size}
 end
 doc.meta.expiresAt = now + ttl
 doc.data = nil

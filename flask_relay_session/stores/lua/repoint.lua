@@ -6,10 +6,10 @@
 -- Returns 1 when the redirect was shortened, 0 when the key is no longer a
 -- redirect (it expired, or was never one).
 
-local raw = redis.call("GET", KEYS[1])
-if not raw then
+if redis.call("TYPE", KEYS[1])["ok"] ~= "string" then
   return 0
 end
+local raw = redis.call("GET", KEYS[1])
 local target, expires = redirect_target(raw)
 local ttl = redis.call("PTTL", KEYS[1])
 if not target or ttl <= 0 then
