@@ -1,14 +1,18 @@
-"""The apps in ``examples/`` work as their docstrings say, on the memory store.
+"""The apps in ``examples/`` work as their docstrings say.
 
 Each example is imported from its file, as ``flask --app examples/<name>.py``
 does, with no ``RELAY_SESSION_*`` variable in the environment, so it runs on
-the embedded :class:`~flask_relay_session.MemorySessionStore`.
+the embedded :class:`~flask_relay_session.MemorySessionStore`; tests that set
+``RELAY_SESSION_REDIS`` run it on Redis.
 """
 
 from __future__ import annotations
 
+import html
 import importlib.util
+import logging
 import os
+import re
 import types
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_relay_session import MemorySessionStore
+from flask_relay_session import SessionStoreError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -48,6 +53,26 @@ def assert_memory_store(app: Flask) -> None:
     assert isinstance(app.extensions["relay_session"].store, MemorySessionStore)
 
 
+def page_text(client: FlaskClient) -> str:
+    """Load the demo's page and return its text as a browser shows it."""
+    page = client.get("/").get_data(as_text=True)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def last_request(text: str) -> str:
+    """The list of what the last request sent to the store, on a demo page."""
+    _, found, after = text.partition(" The last request sent to the store: ")
+    assert found, text
+    return after.partition(" Session ")[0]
+
+
+def shown_sid(text: str) -> str:
+    """The start of the session id a demo page shows."""
+    match = re.search(r" Session (\w{12})…", text)
+    assert match is not None, text
+    return match.group(1)
+
+
 def test_demo_counts_fills_the_cart_and_rotates_on_login() -> None:
     app = load_example("demo").app
     assert_memory_store(app)
@@ -59,8 +84,7 @@ def test_demo_counts_fills_the_cart_and_rotates_on_login() -> None:
     client.post("/cart/pear")
     client.post("/cart/pear")
     client.post("/cart/plum")
-    page = client.get("/").get_data(as_text=True)
-    assert "saved only cart.plum" in page
+    assert "saved cart.plum, _flashes" in page_text(client)
     before = client.get("/state").get_json()
     assert before["visits"] == 2
     assert before["cart"] == {"pear": 2, "plum": 1}
@@ -76,6 +100,166 @@ def test_demo_counts_fills_the_cart_and_rotates_on_login() -> None:
     gone = client.get("/state").get_json()
     assert gone["sid"] != after["sid"]
     assert (gone["user"], gone["visits"], gone["cart"]) == (None, 0, {})
+
+
+def test_demo_page_says_why_an_unstored_session_id_changes() -> None:
+    client = load_example("demo").app.test_client()
+    first, second = page_text(client), page_text(client)
+    assert shown_sid(first) != shown_sid(second)
+    assert "empty, so not kept in the store" in first
+    assert "until then each reload shows a new id" in first
+
+    client.post("/count")
+    page_text(client)  # shows and removes the flashed message
+    stored = page_text(client)
+    assert "not kept in the store" not in stored
+    assert shown_sid(stored) == shown_sid(page_text(client))
+
+
+def test_demo_sign_in_lists_the_rotation_and_the_saved_paths() -> None:
+    client = load_example("demo").app.test_client()
+    client.post("/count")
+    before = client.get("/state").get_json()["sid"]
+    client.post("/login", data={"name": "ada"})
+    text = page_text(client)
+    after = shown_sid(text)
+    assert after != before[:12]
+    report = last_request(text)
+    assert report == (
+        f"moved the session and all its data from {before[:12]}… to {after}…"
+        " saved user, _flashes (Flask's own key, for flashed messages)"
+    )
+
+
+def test_demo_sign_in_on_a_new_session_says_nothing_moved() -> None:
+    client = load_example("demo").app.test_client()
+    client.post("/login", data={"name": "ada"})
+    text = page_text(client)
+    assert last_request(text) == (
+        f"gave the session a new id, {shown_sid(text)}… (nothing was stored yet)"
+        " saved user, _flashes (Flask's own key, for flashed messages);"
+        " the session was new, so this stored it for the first time"
+    )
+
+
+def test_demo_sign_out_lists_the_destroy_and_the_new_session() -> None:
+    client = load_example("demo").app.test_client()
+    client.post("/login", data={"name": "ada"})
+    signed_in = shown_sid(page_text(client))
+    client.post("/logout")
+    text = page_text(client)
+    assert last_request(text) == (
+        f"deleted session {signed_in}…; the rest of the request used a new,"
+        f" empty one, {shown_sid(text)}…"
+        " saved _flashes (Flask's own key, for flashed messages);"
+        " the session was new, so this stored it for the first time"
+    )
+    # A request with no view, as a browser sends, keeps the list.
+    assert client.get("/favicon.ico").status_code == 404
+    # Showing the message emptied that new session, so the store deleted it.
+    assert last_request(page_text(client)) == (
+        "saved _flashes (Flask's own key, for flashed messages);"
+        " that left the session empty, so it was deleted"
+    )
+
+
+def test_demo_lists_every_saved_path_and_names_flasks_own() -> None:
+    demo = load_example("demo")
+    saved: list[frozenset[tuple[str, ...]]] = []
+
+    @demo.signals.session_saved.connect_via(demo.app)
+    def record(
+        sender: Flask, paths: frozenset[tuple[str, ...]], **extra: object
+    ) -> None:
+        saved.append(paths)
+
+    client = demo.app.test_client()
+    client.post("/cart/pear")
+    client.post("/cart/plum")
+    assert saved[-1] == {("cart", "plum"), ("_flashes",)}
+    assert last_request(page_text(client)) == (
+        "saved cart.plum, _flashes (Flask's own key, for flashed messages)"
+    )
+
+
+def test_demo_page_has_no_space_before_a_comma() -> None:
+    client = load_example("demo").app.test_client()
+    client.post("/login", data={"name": "ada"})
+    page = client.get("/").get_data(as_text=True)
+    assert re.search(r"\s,", page) is None
+    assert "…</code>, signed in as <strong>ada</strong>" in page
+
+
+def test_demo_logs_the_memory_store_at_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    load_example("demo")
+    lines = [r.getMessage() for r in caplog.records if r.name == "examples_demo"]
+    assert lines == [
+        "Sessions are kept in the memory store of this process; set"
+        " RELAY_SESSION_REDIS=redis://localhost:6379/0 to keep them in Redis."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("redis://:s3cret@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        ("rediss://ada:s3cret@[::1]:6380/2", "rediss://ada:***@[::1]:6380/2"),
+        (
+            "redis://ada@localhost/0?password=s3cret",
+            "redis://ada@localhost/0?password=***",
+        ),
+        ("unix://:s3cret@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
+    ],
+)
+def test_demo_logs_the_redis_url_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    url: str,
+    shown: str,
+) -> None:
+    # Nothing connects at start-up, so no server is needed.
+    monkeypatch.setenv("RELAY_SESSION_REDIS", url)
+    caplog.set_level(logging.INFO)
+    load_example("demo")
+    lines = [r.getMessage() for r in caplog.records if r.name == "examples_demo"]
+    assert lines == [
+        f"Sessions are kept in Redis at {shown}, under the key prefix 'sess:'."
+    ]
+    assert "s3cret" not in caplog.text
+
+
+def test_demo_store_outage_message_ends_in_one_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing listens on port 1: every store operation fails.
+    monkeypatch.setenv("RELAY_SESSION_REDIS", "redis://127.0.0.1:1/0")
+    client = load_example("demo").app.test_client()
+    response = client.post("/count")
+    assert response.status_code == 503
+    message = response.get_json()["message"]
+    assert message == SessionStoreError.public_message
+    assert message.endswith(".") and not message.endswith("..")
+
+
+def test_demo_lists_the_same_on_redis(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    monkeypatch.setenv("RELAY_SESSION_REDIS", redis_url)
+    client = load_example("demo").app.test_client()
+    client.post("/count")
+    client.post("/cart/plum")
+    assert "saved cart, _flashes" in page_text(client)
+    client.post("/login", data={"name": "ada"})
+    report = last_request(page_text(client))
+    assert "moved the session and all its data" in report
+    assert "saved user, _flashes" in report
+    client.post("/logout")
+    assert "deleted session" in page_text(client)
+    assert client.get("/state").get_json()["visits"] == 0
 
 
 def test_shop_checks_out_once_and_keeps_the_cart_across_login() -> None:
