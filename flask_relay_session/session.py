@@ -573,10 +573,10 @@ class Session(SessionMixin):
         self, changes: list[Change], *, created: bool, emptied: bool
     ) -> None:
         """Log a save and send the signals about it, if anyone listens."""
-        if created and not emptied and signals.session_created.receivers:
+        if created and not emptied and signals.wanted(signals.session_created):
             signals.send(signals.session_created, session=self, sid=self.sid)
         debug = logger.isEnabledFor(logging.DEBUG)
-        if not (debug or signals.session_saved.receivers):
+        if not (debug or signals.wanted(signals.session_saved)):
             return
         paths = frozenset(
             tuple(decode_key(key) if key[:1] == " " else key for key in change.path)
@@ -594,7 +594,7 @@ class Session(SessionMixin):
                 if emptied
                 else "",
             )
-        if signals.session_saved.receivers:
+        if signals.wanted(signals.session_saved):
             signals.send(
                 signals.session_saved,
                 session=self,
@@ -712,7 +712,7 @@ class Session(SessionMixin):
             self.sid[:8],
             retries,
         )
-        if signals.lock_timeout.receivers:
+        if signals.wanted(signals.lock_timeout):
             signals.send(
                 signals.lock_timeout,
                 session=self,
@@ -814,7 +814,7 @@ class Session(SessionMixin):
             self.sid[:8],
             "" if old_sid is None else ", the old id redirects",
         )
-        if signals.session_rotated.receivers:
+        if signals.wanted(signals.session_rotated):
             signals.send(
                 signals.session_rotated, session=self, sid=self.sid, old_sid=old_sid
             )
@@ -834,7 +834,7 @@ class Session(SessionMixin):
         self._root = TrackedDict({}, self._dirty)
         self._start_fresh()
         logger.debug("[%s] destroy session %s…", self.log_id, old_sid[:8])
-        if signals.session_destroyed.receivers:
+        if signals.wanted(signals.session_destroyed):
             signals.send(signals.session_destroyed, session=self, sid=old_sid)
 
     @contextlib.contextmanager

@@ -63,14 +63,29 @@ session_destroyed = _signals.signal("relay-session-destroyed")
 lock_timeout = _signals.signal("relay-session-lock-timeout")
 
 
+def _sender() -> t.Any:
+    """The current app, or ``None`` outside an app context."""
+    if has_app_context():
+        return current_app._get_current_object()  # type: ignore[attr-defined]
+    return None
+
+
+def wanted(signal: NamedSignal) -> bool:
+    """Whether anybody listens to ``signal`` from the current app.
+
+    Checked before a send, so that nothing is computed for a signal nobody
+    listens to: receivers connected to other apps do not count.
+    """
+    return bool(signal.receivers) and signal.has_receivers_for(_sender())
+
+
 def send(signal: NamedSignal, **kwargs: t.Any) -> None:
     """Send ``signal`` from the current app, or ``None`` outside an app.
 
-    Callers check ``signal.receivers`` first, so that nothing is computed
-    for a signal nobody listens to.
+    Callers check :func:`wanted` first.
     """
-    if has_app_context():
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _sender()
+    if app is not None:
         signal.send(app, _async_wrapper=app.ensure_sync, **kwargs)
     else:
         signal.send(None, **kwargs)

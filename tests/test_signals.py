@@ -7,6 +7,7 @@ lines prefixed with the request's log id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import typing as t
@@ -240,12 +241,26 @@ def test_no_receivers_means_no_send(
     def fail(*args: t.Any, **kwargs: t.Any) -> None:
         raise AssertionError("sent a signal nobody listens to")
 
+    def elsewhere(sender: t.Any, **kwargs: t.Any) -> None:
+        raise AssertionError("heard another app's signal")
+
     monkeypatch.setattr(signals, "send", fail)
     browser = app.test_client()
-    post(browser, "/set", {"a": 1})
-    post(browser, "/rotate")
-    post(browser, "/incr")
-    post(browser, "/destroy")
+    # Receivers of another app's signals do not count.
+    other = Flask("other")
+    with contextlib.ExitStack() as stack:
+        for signal in (
+            signals.session_created,
+            signals.session_saved,
+            signals.session_rotated,
+            signals.session_destroyed,
+            signals.lock_timeout,
+        ):
+            stack.enter_context(signal.connected_to(elsewhere, sender=other))
+        post(browser, "/set", {"a": 1})
+        post(browser, "/rotate")
+        post(browser, "/incr")
+        post(browser, "/destroy")
 
 
 # -- logging ---------------------------------------------------------------
