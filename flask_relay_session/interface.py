@@ -28,8 +28,8 @@ from .errors import SessionSerializationError
 from .errors import SessionStoreError
 from .errors import error_response
 from .errors import replace_response
+from .policy import SessionPolicy
 from .session import Session
-from .session import SessionPolicy
 from .stores.base import SessionStore
 
 if t.TYPE_CHECKING:

@@ -1,151 +1,40 @@
 """The session object behind ``flask.session``.
 
 A :class:`Session` is a mutable mapping that loads itself from the store the
-first time a request reads it, and records the paths a request changes. At
-the end of the request, or on :meth:`Session.save`, only those paths are sent
-to the store, which merges them into the stored session atomically, so
-requests that change different parts of one session never undo each other.
+first time a request reads it, and records the paths a request changes
+(:mod:`~flask_relay_session.changes`). At the end of the request, or on
+:meth:`Session.save`, only those paths are sent to the store, which merges
+them into the stored session atomically, so requests that change different
+parts of one session never undo each other. Locking is in
+:mod:`~flask_relay_session.locking`, log lines and signals in
+:mod:`~flask_relay_session.events`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import random
 import secrets
-import time
 import typing as t
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
-from flask.sessions import SessionMixin
-
-from . import signals
-from .config import MAX_DURATION
-from .config import Settings
+from . import events
+from .changes import Changes
 from .cookies import new_session_id
-from .errors import SessionChainBrokenError
 from .errors import SessionChainError
-from .errors import SessionDepthError
-from .errors import SessionLockError
-from .errors import SessionSerializationError
 from .errors import SessionStoreError
-from .serialization import decode_key
-from .serialization import dumps
-from .serialization import encode_key
-from .serialization import format_path
-from .serialization import loads
-from .stores.base import MAX_REDIRECT_DEPTH
-from .stores.base import Change
+from .locking import SessionLock
+from .locking import Write
+from .mapping import SessionMapping
+from .policy import SessionPolicy
 from .stores.base import MergeResult
 from .stores.base import MergeStatus
-from .stores.base import SessionStore
-from .tracking import DirtyPaths
-from .tracking import Path
-from .tracking import TrackedDict
 
-_MISSING = object()
-
-#: Debug lines name the session by the first 8 hex digits of its id and the
-#: request by :attr:`Session.log_id`: ``[<log id>] <event> session <sid>…``.
-logger = logging.getLogger("flask_relay_session")
+__all__ = ["Session", "SessionPolicy"]
 
 
-@dataclass(frozen=True)
-class SessionPolicy:
-    """What a session needs to know about its app, fixed for one request.
-
-    :param store: where sessions are kept.
-    :param settings: the extension's settings.
-    :param lifetime: ``PERMANENT_SESSION_LIFETIME`` in milliseconds.
-    :param refresh_each_request: ``SESSION_REFRESH_EACH_REQUEST``.
-    :param clock: returns the current time in seconds.
-    """
-
-    store: SessionStore
-    settings: Settings
-    lifetime: int
-    refresh_each_request: bool
-    clock: t.Callable[[], float] = time.time
-
-    def now(self) -> int:
-        """The current time in milliseconds."""
-        return int(self.clock() * 1000)
-
-    def wait(self, attempt: int) -> None:
-        """Sleep before lock attempt ``attempt``: linear backoff with jitter.
-
-        Attempt n waits n × ``RELAY_SESSION_LOCK_BACKOFF`` on average, spread
-        over ±50 % so that requests that collided once do not retry at the
-        same instants again.
-        """
-        time.sleep(
-            self.settings.lock_backoff * attempt * random.uniform(0.5, 1.5) / 1000
-        )
-
-    def refresh_due(
-        self, permanent: bool, expires_at: int, *, writing: bool = False
-    ) -> bool:
-        """Whether a session expiring at ``expires_at`` should be extended.
-
-        ``RELAY_SESSION_ROLLING`` decides: always, never, or once less than
-        ``(1 - r) * lifetime`` remains. As with Flask's cookie sessions,
-        ``SESSION_REFRESH_EACH_REQUEST = False`` limits the refresh of a
-        permanent session to requests that write to it, since its cookie
-        must be sent again whenever its expiry moves.
-        """
-        rolling = self.settings.rolling
-        if rolling is False:
-            return False
-        if permanent and not writing and not self.refresh_each_request:
-            return False
-        if rolling is True:
-            return True
-        return expires_at - self.now() < (1 - rolling) * self.lifetime
-
-
-def _milliseconds(duration: float | timedelta) -> int:
-    """Return a grace period in milliseconds, checked like the settings'."""
-    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-    if not 0 <= seconds <= MAX_DURATION.total_seconds():
-        raise ValueError(
-            "a grace period must be from 0 seconds to"
-            f" {MAX_DURATION.days} days; got {duration!r}"
-        )
-    return round(seconds * 1000)
-
-
-def _lookup(root: dict[str, t.Any], path: Path) -> t.Any:
-    """Return the value at ``path``, or ``_MISSING``; nothing is wrapped."""
-    node: t.Any = root
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return _MISSING
-        node = dict.__getitem__(node, key)
-    return node
-
-
-def _place(root: dict[str, t.Any], path: Path, value: t.Any) -> None:
-    """Set or, with ``_MISSING``, delete the value at ``path``, unrecorded."""
-    node: t.Any = root
-    for key in path[:-1]:
-        child = dict.get(node, key)
-        if not isinstance(child, dict):
-            if value is _MISSING:
-                return
-            child = {}
-            dict.__setitem__(node, key, child)
-        node = child
-    if value is _MISSING:
-        dict.pop(node, path[-1], None)
-    else:
-        dict.__setitem__(node, path[-1], value)
-
-
-class Session(SessionMixin):
+class Session(SessionMapping):
     """A server-side session that saves only what changed.
 
     Reading it loads it from the store, once per request; a request that never
@@ -162,10 +51,6 @@ class Session(SessionMixin):
         milliseconds; used before the session is loaded.
     """
 
-    #: Whether the request used the session. Flask 3.1.3's proxy sets it on
-    #: every use; the mapping methods set it too, for older Flask.
-    accessed: bool
-
     def __init__(
         self,
         policy: SessionPolicy,
@@ -175,26 +60,17 @@ class Session(SessionMixin):
         expires_at: int | None = None,
     ) -> None:
         self._policy = policy
-        self._dirty = DirtyPaths()
-        self._root = TrackedDict({}, self._dirty)
+        self._changes = Changes()
+        self._lock = SessionLock(policy, self)
         self._permanent = permanent
-        #: The id the lock was taken on, and the token that owns it.
-        self._lock: tuple[str, str] | None = None
-        self._forced = False
-        self._read_keys: set[str] | None = set()
         self.accessed = False
-        #: The session id sent in the response cookie differs from the one
-        #: the request carried, or the cookie must be sent again. Set for
-        #: the interface.
+        # For the interface: the cookie must be sent again (its id or flags
+        # changed); the stored session was deleted as it became empty; the
+        # expiry was extended; the id the client holds once the response is
+        # sent (None while none was sent, or when it holds none).
         self.cookie_outdated = False
-        #: The stored session was deleted because it became empty. Set for
-        #: the interface.
         self.emptied = False
-        #: The expiry was extended during this request. Set for the
-        #: interface.
         self.refreshed = False
-        #: The id the client holds once the response is sent, ``None`` while
-        #: none was sent or when it holds none. Set for the interface.
         self.client_sid: str | None = None
         #: The session was loaded by following a rotation redirect.
         self.is_redirected = False
@@ -228,24 +104,6 @@ class Session(SessionMixin):
             self.cookie_outdated = True
 
     @property
-    def modified(self) -> bool:
-        """Whether the session or its cookie changed during this request.
-
-        Setting it to ``True`` by hand saves every top-level key this request
-        read, for changes made where tracking cannot see them.
-        """
-        return bool(self._dirty) or self._forced or self.cookie_outdated
-
-    @modified.setter
-    def modified(self, value: bool) -> None:
-        self._forced = bool(value)
-
-    @property
-    def dirty_paths(self) -> frozenset[Path]:
-        """The changed paths not saved yet, each a tuple of keys."""
-        return frozenset(self._dirty)
-
-    @property
     def created_at(self) -> datetime:
         """When the session was created, as an aware UTC datetime."""
         self._ensure_loaded()
@@ -259,106 +117,11 @@ class Session(SessionMixin):
     @property
     def is_lock_owner(self) -> bool:
         """Whether this request holds the session lock."""
-        return self._lock is not None
+        return self._lock.held
 
     def is_locked(self) -> bool:
         """Ask the store whether any request holds the session lock."""
         return self._policy.store.is_locked(self.sid)
-
-    def clear_dirty(self) -> None:
-        """Forget the pending changes without saving them.
-
-        The session keeps showing them until it is loaded again.
-        """
-        self._dirty.clear()
-        self._forced = False
-
-    # -- mapping ---------------------------------------------------------
-
-    def __getitem__(self, key: str) -> t.Any:
-        self.accessed = True
-        self._ensure_loaded()
-        if self._read_keys is not None:
-            self._read_keys.add(key)
-        return self._root[key]
-
-    def __setitem__(self, key: str, value: t.Any) -> None:
-        self.accessed = True
-        self._root[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        self.accessed = True
-        self._ensure_loaded()
-        del self._root[key]
-
-    def __iter__(self) -> t.Iterator[str]:
-        self.accessed = True
-        self._ensure_loaded()
-        self._read_keys = None
-        return iter(list(self._root))
-
-    def __len__(self) -> int:
-        self.accessed = True
-        self._ensure_loaded()
-        return len(self._root)
-
-    def __contains__(self, key: object) -> bool:
-        self.accessed = True
-        self._ensure_loaded()
-        return key in self._root
-
-    def __reversed__(self) -> t.Iterator[str]:
-        self.accessed = True
-        self._ensure_loaded()
-        self._read_keys = None
-        return reversed(list(self._root))
-
-    def __or__(self, other: t.Any) -> dict[str, t.Any]:
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        merged = self.copy()
-        merged.update(other)
-        return merged
-
-    def __ror__(self, other: t.Any) -> dict[str, t.Any]:
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        merged = dict(other)
-        merged.update(self.copy())
-        return merged
-
-    def __ior__(self, other: t.Any) -> Session:
-        self.update(other)
-        return self
-
-    def copy(self) -> dict[str, t.Any]:
-        """Return a shallow copy as a plain ``dict``, as Flask's session does.
-
-        The values it shares with the session are tracked, so changing them
-        through the copy changes the session too.
-        """
-        return {key: self[key] for key in self}
-
-    def popitem(self) -> tuple[str, t.Any]:
-        """Remove and return the item set last, as ``dict.popitem`` does.
-
-        :raises KeyError: the session is empty.
-        """
-        self.accessed = True
-        self._ensure_loaded()
-        if not self._root:
-            raise KeyError("popitem(): the session is empty")
-        return self._root.popitem()
-
-    def clear(self) -> None:
-        """Remove every key; the save deletes the stored session."""
-        self.accessed = True
-        self._ensure_loaded()
-        self._root.clear()
-
-    def __repr__(self) -> str:
-        state = dict(self._root) if self._loaded else "not loaded"
-        return f"<{type(self).__name__} {self.sid[:8]}… {state}>"
 
     # -- loading ---------------------------------------------------------
 
@@ -387,47 +150,24 @@ class Session(SessionMixin):
             raise
         except SessionChainError as error:
             raise self._chain_broken("load", error) from None
-        self._replace_data({} if stored is None else stored.data)
+        self._changes.show({} if stored is None else stored.data)
+        self._loaded = True
         if stored is None:
-            logger.debug(
-                "[%s] load session %s…: missing, going on as a new session",
-                self.log_id,
-                self.sid[:8],
-            )
+            events.load_missing(self)
             self._start_fresh()
             return
-        logger.debug(
-            "[%s] load session %s…: found, top-level keys: %d%s",
-            self.log_id,
-            self.sid[:8],
-            len(stored.data),
-            ", expiry refreshed" if refresh else "",
-        )
+        events.loaded(self, len(stored.data), refreshed=refresh)
         self.refreshed = self.refreshed or refresh
         if stored.redirected:
-            logger.debug(
-                "[%s] load session %s…: followed a rotation redirect to %s…",
-                self.log_id,
-                self.sid[:8],
-                stored.sid[:8],
-            )
-            self.is_redirected = True
-            self._switch_to(stored.sid)
-            if self._lock is not None:
+            events.followed_redirect(self, "load", stored.sid)
+            self._follow(stored.sid)
+            if self._lock.held:
                 # The data was read before this request held the new id's
                 # lock: read it again under the lock.
                 self._reload()
                 return
         self._created_at = stored.created_at
         self._expires_at = stored.expires_at
-
-    def _replace_data(self, data: dict[str, t.Any]) -> None:
-        """Show ``data`` with this request's pending changes on top."""
-        root = TrackedDict(data, self._dirty)
-        for path in self._dirty:
-            _place(root, path, _lookup(self._root, path))
-        self._root = root
-        self._loaded = True
 
     def _continue_as_new(self) -> None:
         """Go on as a new session holding only this request's own changes.
@@ -437,9 +177,9 @@ class Session(SessionMixin):
         must not come back under a new id, even when :attr:`modified` was
         set by hand: only the paths it changed are kept.
         """
-        pending = self._encode(list(self._dirty))
+        own = self._changes.own()
         self._start_fresh()
-        self._restore(pending)
+        self._changes.restore(own)
 
     def _chain_broken(
         self, operation: str, error: SessionChainError
@@ -450,11 +190,8 @@ class Session(SessionMixin):
         dropped, as the session they were meant for is gone, and the
         response drops the cookie. Reads and writes answer alike.
         """
-        logger.debug(
-            "[%s] %s session %s…: %s", self.log_id, operation, self.sid[:8], error
-        )
-        self.clear_dirty()
-        self._root = TrackedDict({}, self._dirty)
+        events.chain_broken(self, operation, error)
+        self._changes.drop()
         self._start_fresh()
         return error
 
@@ -471,51 +208,9 @@ class Session(SessionMixin):
         """Go on under ``sid``, taking the lock along if this request holds it."""
         self.sid = sid
         self.cookie_outdated = True
-        if self._lock is not None and self._lock[0] != sid:
-            old_sid, token = self._lock
-            self._lock = None
-            try:
-                self._acquire()
-            finally:
-                self._policy.store.unlock(old_sid, token)
+        self._lock.follow(sid)
 
     # -- saving ----------------------------------------------------------
-
-    def _pending_paths(self) -> list[Path]:
-        if self.new:
-            return [(key,) for key in self._root] if self._dirty else []
-        if not self._forced:
-            return list(self._dirty)
-        paths = DirtyPaths()
-        for path in self._dirty:
-            paths.mark(path)
-        read = self._root.keys() if self._read_keys is None else self._read_keys
-        for key in read:
-            paths.mark((key,))
-        return list(paths)
-
-    def _encode(self, paths: t.Iterable[Path]) -> list[tuple[Path, bytes | None]]:
-        """Return each path with the JSON of its value, or ``None`` if gone."""
-        encoded = []
-        for path in paths:
-            value = _lookup(self._root, path)
-            encoded.append((path, None if value is _MISSING else dumps(value, path)))
-        return encoded
-
-    def _changes(self) -> list[Change]:
-        """The pending changes, encoded for the store."""
-        changes = [
-            Change(tuple(encode_key(key) for key in path), value)
-            for path, value in self._encode(self._pending_paths())
-        ]
-        size = sum(len(change.value or b"") for change in changes)
-        limit = self._policy.settings.max_size
-        if size > limit:
-            raise SessionSerializationError(
-                f"the changes to save are {size} bytes, more than"
-                f" RELAY_SESSION_MAX_SIZE ({limit} bytes); nothing was saved"
-            )
-        return changes
 
     def save(self) -> None:
         """Send the pending changes to the store now.
@@ -534,90 +229,44 @@ class Session(SessionMixin):
 
     def _save(self, *, release_lock: bool) -> None:
         """Save; with ``release_lock``, the merge also releases the lock."""
-        changes = self._changes()
+        policy = self._policy
+        changes = self._changes.to_store(
+            new=self.new, max_size=policy.settings.max_size
+        )
         if not changes:
             self.clear_dirty()
             return
-        policy = self._policy
-        release = release_lock and self._lock is not None
+        release = release_lock and self._lock.held
+        ttl = policy.write_ttl(
+            new=self.new,
+            refreshed=self.refreshed,
+            permanent=self._permanent,
+            expires_at=self._expires_at,
+        )
         result = self._write(
             lambda lock_token: policy.store.merge(
                 self.sid,
                 changes,
                 now=policy.now(),
-                ttl=self._write_ttl(),
+                ttl=ttl,
                 create=self.new,
                 lock_token=lock_token,
                 max_size=policy.settings.max_size,
                 release_lock=release,
-            )
+            ),
+            "save",
         )
         if result.status is MergeStatus.MISSING:
             # The session expired or was destroyed under this request.
-            logger.debug(
-                "[%s] save session %s…: missing, saving as a new session",
-                self.log_id,
-                self.sid[:8],
-            )
+            events.save_missing(self)
             self._continue_as_new()
             self._save(release_lock=release_lock)
             return
         if release:
-            self._lock = None
-            logger.debug("[%s] unlock session %s…: released", self.log_id, self.sid[:8])
+            self._lock.released_by_write()
         created = self.new
         self._saved(result)
-        self._announce_save(changes, created=created, emptied=result.emptied)
-
-    def _announce_save(
-        self, changes: list[Change], *, created: bool, emptied: bool
-    ) -> None:
-        """Log a save and send the signals about it, if anyone listens."""
-        if created and not emptied and signals.wanted(signals.session_created):
-            signals.send(signals.session_created, session=self, sid=self.sid)
-        debug = logger.isEnabledFor(logging.DEBUG)
-        if not (debug or signals.wanted(signals.session_saved)):
-            return
-        paths = frozenset(
-            tuple(decode_key(key) if key[:1] == " " else key for key in change.path)
-            for change in changes
-        )
-        if debug:
-            logger.debug(
-                "[%s] save session %s…: %s%s",
-                self.log_id,
-                self.sid[:8],
-                ", ".join(sorted(format_path(path) for path in paths)),
-                " (new session)"
-                if created
-                else " (emptied, deleted)"
-                if emptied
-                else "",
-            )
-        if signals.wanted(signals.session_saved):
-            signals.send(
-                signals.session_saved,
-                session=self,
-                sid=self.sid,
-                paths=paths,
-                created=created,
-                emptied=emptied,
-            )
-
-    def _write_ttl(self) -> int | None:
-        """The lifetime a write sets, or ``None`` to keep the expiry.
-
-        An expiry this request already refreshed (when it loaded the session,
-        or in an earlier save) is kept.
-        """
-        policy = self._policy
-        if self.new:
-            return policy.lifetime
-        if not self.refreshed and policy.refresh_due(
-            self._permanent, self._expires_at, writing=True
-        ):
-            return policy.lifetime
-        return None
+        events.saved(self, changes, created=created, emptied=result.emptied)
 
     def _saved(self, result: MergeResult) -> None:
         self._created_at = result.created_at
@@ -628,98 +277,19 @@ class Session(SessionMixin):
         self.cookie_outdated = True
         self.clear_dirty()
 
-    def _write(
-        self, write: t.Callable[[str | None], MergeResult], operation: str = "save"
-    ) -> MergeResult:
-        """Run a merge or rotation until it is done or the session is gone.
-
-        Follows rotation redirects and, without the lock, waits while another
-        request holds it. ``operation`` names the write in logs and signals.
+    def _write(self, write: Write, operation: str) -> MergeResult:
+        """Run a merge or rotation until it is done or the session is gone
+        (see :meth:`SessionLock.write`); a broken chain starts afresh.
         """
-        settings = self._policy.settings
-        waits = redirects = 0
-        while True:
-            lock_token = self._lock[1] if self._lock is not None else None
-            result = write(lock_token)
-            status = result.status
-            if status is MergeStatus.DONE:
-                return result
-            if status is MergeStatus.MISSING:
-                if redirects:
-                    # As a load that follows a redirect to a missing session.
-                    raise self._chain_broken(
-                        operation,
-                        SessionChainBrokenError(
-                            "a rotated session id leads to a session that no"
-                            " longer exists"
-                        ),
-                    )
-                return result
-            if status is MergeStatus.REDIRECTED:
-                redirects += 1
-                if redirects > MAX_REDIRECT_DEPTH:
-                    raise self._chain_broken(
-                        operation,
-                        SessionDepthError(
-                            "a rotated session id was rotated more than"
-                            f" {MAX_REDIRECT_DEPTH} times in a row"
-                        ),
-                    )
-                assert result.redirect_to is not None
-                logger.debug(
-                    "[%s] %s session %s…: followed a rotation redirect to %s…",
-                    self.log_id,
-                    operation,
-                    self.sid[:8],
-                    result.redirect_to[:8],
-                )
-                self.is_redirected = True
-                self._switch_to(result.redirect_to)
-                continue
-            if status is MergeStatus.LOCK_LOST:
-                raise SessionLockError(
-                    "the session lock expired before this request saved (and"
-                    " may have been taken by another request); nothing was"
-                    " written. Raise RELAY_SESSION_LOCK_TTL above the longest"
-                    " locked section."
-                )
-            waits += 1
-            if waits > settings.lock_retries:
-                self._lock_timed_out(operation)
-                raise SessionLockError(
-                    "another request held the session lock for too long; gave"
-                    f" up saving after {settings.lock_retries} retries. Raise"
-                    " RELAY_SESSION_LOCK_RETRIES or RELAY_SESSION_LOCK_BACKOFF"
-                    " to wait longer."
-                )
-            logger.debug(
-                "[%s] %s session %s…: locked by another request, wait %d",
-                self.log_id,
-                operation,
-                self.sid[:8],
-                waits,
-            )
-            self._policy.wait(waits)
+        try:
+            return self._lock.write(write, follow=self._follow, operation=operation)
+        except SessionChainError as error:
+            raise self._chain_broken(operation, error) from None
 
-    def _lock_timed_out(self, operation: str) -> None:
-        """Warn that a lock wait ran out, and send :data:`~.signals.lock_timeout`."""
-        retries = self._policy.settings.lock_retries
-        logger.warning(
-            "[%s] %s session %s…: gave up waiting for the session lock after"
-            " %d retries",
-            self.log_id,
-            operation,
-            self.sid[:8],
-            retries,
-        )
-        if signals.wanted(signals.lock_timeout):
-            signals.send(
-                signals.lock_timeout,
-                session=self,
-                sid=self.sid,
-                operation=operation,
-                retries=retries,
-            )
+    def _follow(self, sid: str) -> None:
+        """Go on under the id a rotation redirect led to."""
+        self.is_redirected = True
+        self._switch_to(sid)
 
     def refresh_untouched(self) -> None:
         """Extend the expiry of a session this request never loaded.
@@ -757,28 +327,27 @@ class Session(SessionMixin):
         requests in flight with it get a fresh session.
 
         :param grace_period: how long the old id redirects, in seconds or as
-            a timedelta; by default ``RELAY_SESSION_ROTATION_GRACE_PERIOD``,
-            itself by default the session lifetime.
+            a timedelta, up to 3650 days; by default
+            ``RELAY_SESSION_ROTATION_GRACE_PERIOD``, itself by default the
+            session lifetime.
+        :raises ValueError: ``grace_period`` is negative or too long.
         """
         policy = self._policy
+        grace = policy.grace(grace_period)
         new_sid = new_session_id()
         if self.new:
             self._switch_to(new_sid)
-            self._announce_rotation(None)
+            events.rotated(self, None)
             return
-        if self._loaded and not self._root:
+        if self._loaded and not self._changes.data:
             # Emptied by this request: empty sessions are never stored. The
             # save deletes it, unless a concurrent request added to it.
             self._save(release_lock=False)
             if self.emptied:
                 self._start_fresh()
-                self._announce_rotation(None)
+                events.rotated(self, None)
                 return
-        changes = self._changes()
-        if grace_period is None:
-            grace = policy.settings.rotation_grace_period or policy.lifetime
-        else:
-            grace = _milliseconds(grace_period)
+        changes = self._changes.to_store(new=False, max_size=policy.settings.max_size)
         result = self._write(
             lambda lock_token: policy.store.rotate(
                 self.sid,
@@ -794,30 +363,12 @@ class Session(SessionMixin):
         )
         if result.status is MergeStatus.MISSING:
             self._continue_as_new()
-            self._announce_rotation(None)
+            events.rotated(self, None)
             return
         old_sid = self.sid
         self._switch_to(new_sid)
         self._saved(result)
-        self._announce_rotation(old_sid)
-
-    def _announce_rotation(self, old_sid: str | None) -> None:
-        """Log a rotation and send :data:`~.signals.session_rotated`.
-
-        ``old_sid`` is the id left redirecting to the new one, or ``None``
-        when nothing was stored under the old id.
-        """
-        logger.debug(
-            "[%s] rotate session %s… to %s…%s",
-            self.log_id,
-            "(new)" if old_sid is None else old_sid[:8],
-            self.sid[:8],
-            "" if old_sid is None else ", the old id redirects",
-        )
-        if signals.wanted(signals.session_rotated):
-            signals.send(
-                signals.session_rotated, session=self, sid=self.sid, old_sid=old_sid
-            )
+        events.rotated(self, old_sid)
 
     def destroy(self) -> None:
         """Delete the session from the store: log out.
@@ -830,12 +381,9 @@ class Session(SessionMixin):
         """
         old_sid = self.sid
         self._policy.store.delete(old_sid)
-        self.clear_dirty()
-        self._root = TrackedDict({}, self._dirty)
+        self._changes.drop()
         self._start_fresh()
-        logger.debug("[%s] destroy session %s…", self.log_id, old_sid[:8])
-        if signals.wanted(signals.session_destroyed):
-            signals.send(signals.session_destroyed, session=self, sid=old_sid)
+        events.destroyed(self, old_sid)
 
     @contextlib.contextmanager
     def lock(self) -> t.Iterator[Session]:
@@ -859,11 +407,12 @@ class Session(SessionMixin):
         :raises SessionLockError: the lock could not be acquired, or it
             expired before the block ended and another request took it.
         """
-        if self._lock is not None:
+        if self._lock.held:
             yield self
             return
-        before = self._encode(self._pending_paths())
-        self._acquire()
+        changes = self._changes
+        before = changes.encode(changes.pending(new=self.new))
+        self._lock.acquire(self.sid)
         try:
             self._reload()
             yield self
@@ -872,51 +421,12 @@ class Session(SessionMixin):
             # The session is gone: nothing of this request is kept.
             raise
         except BaseException:
-            self._restore(before)
+            changes.restore(before)
+            self._loaded = self.new
             raise
         finally:
             self.release_lock()
 
-    def _acquire(self) -> None:
-        policy = self._policy
-        settings = policy.settings
-        token = secrets.token_hex(16)
-        for attempt in range(settings.lock_retries + 1):
-            if attempt:
-                policy.wait(attempt)
-            if policy.store.lock(self.sid, token, settings.lock_ttl):
-                self._lock = (self.sid, token)
-                logger.debug(
-                    "[%s] lock session %s…: acquired, attempt %d",
-                    self.log_id,
-                    self.sid[:8],
-                    attempt + 1,
-                )
-                return
-        self._lock_timed_out("acquire")
-        raise SessionLockError(
-            f"could not acquire the session lock after {settings.lock_retries}"
-            " retries. Raise RELAY_SESSION_LOCK_RETRIES or"
-            " RELAY_SESSION_LOCK_BACKOFF to wait longer."
-        )
-
     def release_lock(self) -> None:
         """Release the session lock if this request holds it."""
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            released = self._policy.store.unlock(*lock)
-            logger.debug(
-                "[%s] unlock session %s…: %s",
-                self.log_id,
-                lock[0][:8],
-                "released" if released else "not held any more (it expired)",
-            )
-
-    def _restore(self, pending: list[tuple[Path, bytes | None]]) -> None:
-        """Drop every change but ``pending``; the next read loads again."""
-        self.clear_dirty()
-        self._root = TrackedDict({}, self._dirty)
-        for path, value in pending:
-            _place(self._root, path, _MISSING if value is None else loads(value))
-            self._dirty.mark(path)
-        self._loaded = self.new
+        self._lock.release()

@@ -1,0 +1,149 @@
+"""What one request changed in its session.
+
+:class:`Changes` holds the session's data as this request sees it, in
+tracked containers (see :mod:`flask_relay_session.tracking`), and knows
+which paths the request changed and which keys it read. It turns them into
+the :class:`~flask_relay_session.stores.Change` list a store merges, and can
+put a request's own changes back on top of other data: of a reload, or of
+nothing at all when the stored session vanished.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .errors import SessionSerializationError
+from .serialization import dumps
+from .serialization import encode_key
+from .serialization import loads
+from .stores.base import Change
+from .tracking import DirtyPaths
+from .tracking import Path
+from .tracking import TrackedDict
+
+#: A path with the JSON of its value, or ``None`` where it was deleted.
+Encoded = list[tuple[Path, "bytes | None"]]
+
+_MISSING = object()
+
+
+def _lookup(root: dict[str, t.Any], path: Path) -> t.Any:
+    """Return the value at ``path``, or ``_MISSING``; nothing is wrapped."""
+    node: t.Any = root
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = dict.__getitem__(node, key)
+    return node
+
+
+def _place(root: dict[str, t.Any], path: Path, value: t.Any) -> None:
+    """Set or, with ``_MISSING``, delete the value at ``path``, unrecorded."""
+    node: t.Any = root
+    for key in path[:-1]:
+        child = dict.get(node, key)
+        if not isinstance(child, dict):
+            if value is _MISSING:
+                return
+            child = {}
+            dict.__setitem__(node, key, child)
+        node = child
+    if value is _MISSING:
+        dict.pop(node, path[-1], None)
+    else:
+        dict.__setitem__(node, path[-1], value)
+
+
+class Changes:
+    """The data of one session as one request sees it, and what it changed.
+
+    :attr:`data` is the tracked top-level dict; every change made through it
+    marks a path in :attr:`dirty`. ``forced`` is ``session.modified = True``:
+    the save then also writes every top-level key the request read.
+    """
+
+    def __init__(self) -> None:
+        #: The changed paths not saved yet.
+        self.dirty = DirtyPaths()
+        #: The session's data, tracked.
+        self.data = TrackedDict({}, self.dirty)
+        #: ``session.modified`` was set to ``True`` by hand.
+        self.forced = False
+        #: The top-level keys read, or ``None`` once all of them were (the
+        #: session was iterated).
+        self.read_keys: set[str] | None = set()
+
+    def forget(self) -> None:
+        """Forget the changed paths; the data keeps showing them."""
+        self.dirty.clear()
+        self.forced = False
+
+    def drop(self) -> None:
+        """Forget the changed paths and the data."""
+        self.forget()
+        self.data = TrackedDict({}, self.dirty)
+
+    def show(self, loaded: dict[str, t.Any]) -> None:
+        """Show ``loaded`` with this request's changes on top."""
+        data = TrackedDict(loaded, self.dirty)
+        for path in self.dirty:
+            _place(data, path, _lookup(self.data, path))
+        self.data = data
+
+    def pending(self, *, new: bool) -> list[Path]:
+        """The paths a save writes.
+
+        All of a new session's data, or the changed paths; with
+        :attr:`forced`, every top-level key read too.
+        """
+        if new:
+            return [(key,) for key in self.data] if self.dirty else []
+        if not self.forced:
+            return list(self.dirty)
+        paths = DirtyPaths()
+        for path in self.dirty:
+            paths.mark(path)
+        read = self.data.keys() if self.read_keys is None else self.read_keys
+        for key in read:
+            paths.mark((key,))
+        return list(paths)
+
+    def encode(self, paths: t.Iterable[Path]) -> Encoded:
+        """Return each path with the JSON of its value, or ``None`` if gone."""
+        encoded: Encoded = []
+        for path in paths:
+            value = _lookup(self.data, path)
+            encoded.append((path, None if value is _MISSING else dumps(value, path)))
+        return encoded
+
+    def own(self) -> Encoded:
+        """What the request changed itself, never what it only read."""
+        return self.encode(list(self.dirty))
+
+    def to_store(self, *, new: bool, max_size: int) -> list[Change]:
+        """The pending changes, encoded for the store.
+
+        :raises SessionSerializationError: a value cannot be stored, or the
+            changes alone are larger than ``max_size``. Each change's JSON
+            stands whole in the stored session and the paths never overlap,
+            so their sum is never more than the session's size (see
+            :func:`~flask_relay_session.stores.paths.session_size`).
+        """
+        changes = [
+            Change(tuple(encode_key(key) for key in path), value)
+            for path, value in self.encode(self.pending(new=new))
+        ]
+        size = sum(len(change.value or b"") for change in changes)
+        if size > max_size:
+            raise SessionSerializationError(
+                f"the changes to save are {size} bytes, more than"
+                f" RELAY_SESSION_MAX_SIZE ({max_size} bytes); nothing was saved"
+            )
+        return changes
+
+    def restore(self, encoded: Encoded) -> None:
+        """Keep only ``encoded`` (from :meth:`encode`), as pending changes."""
+        self.drop()
+        for path, value in encoded:
+            _place(self.data, path, _MISSING if value is None else loads(value))
+            self.dirty.mark(path)

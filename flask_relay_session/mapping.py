@@ -1,0 +1,147 @@
+"""The mapping side of the session: ``flask.session`` as a dict.
+
+:class:`SessionMapping` gives a :class:`~flask_relay_session.Session` the
+methods of a ``dict``, with the results Flask's cookie session gives, over
+the data one request sees (:class:`~flask_relay_session.changes.Changes`).
+Reading loads the session first; writing needs no load.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Mapping
+
+from flask.sessions import SessionMixin
+
+from .changes import Changes
+from .tracking import Path
+
+_Self = t.TypeVar("_Self", bound="SessionMapping")
+
+
+class SessionMapping(SessionMixin):
+    """``dict`` methods over the data of one request's session.
+
+    A subclass sets :attr:`_changes` and loads the data in
+    :meth:`_ensure_loaded`.
+    """
+
+    #: Whether the request used the session. Flask 3.1.3's proxy sets it on
+    #: every use; the mapping methods set it too, for older Flask.
+    accessed: bool
+    #: The session id, named by :meth:`__repr__`.
+    sid: str
+    #: The cookie must be sent again: its id or its flags changed.
+    cookie_outdated: bool
+    _changes: Changes
+    _loaded: bool
+
+    def _ensure_loaded(self) -> None:
+        """Load the data, if this request has not yet."""
+        raise NotImplementedError
+
+    @property
+    def modified(self) -> bool:
+        """Whether the session or its cookie changed during this request.
+
+        Setting it to ``True`` by hand saves every top-level key this request
+        read, for changes made where tracking cannot see them.
+        """
+        changes = self._changes
+        return bool(changes.dirty) or changes.forced or self.cookie_outdated
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._changes.forced = bool(value)
+
+    @property
+    def dirty_paths(self) -> frozenset[Path]:
+        """The changed paths not saved yet, each a tuple of keys."""
+        return frozenset(self._changes.dirty)
+
+    def clear_dirty(self) -> None:
+        """Forget the pending changes without saving them.
+
+        The session keeps showing them until it is loaded again.
+        """
+        self._changes.forget()
+
+    def _data(self) -> dict[str, t.Any]:
+        """The loaded data, for a method of the mapping."""
+        self.accessed = True
+        self._ensure_loaded()
+        return self._changes.data
+
+    def __getitem__(self, key: str) -> t.Any:
+        data = self._data()
+        read_keys = self._changes.read_keys
+        if read_keys is not None:
+            read_keys.add(key)
+        return data[key]
+
+    def __setitem__(self, key: str, value: t.Any) -> None:
+        self.accessed = True
+        self._changes.data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data()[key]
+
+    def __iter__(self) -> t.Iterator[str]:
+        data = self._data()
+        self._changes.read_keys = None
+        return iter(list(data))
+
+    def __reversed__(self) -> t.Iterator[str]:
+        data = self._data()
+        self._changes.read_keys = None
+        return reversed(list(data))
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data()
+
+    def __or__(self, other: t.Any) -> dict[str, t.Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other: t.Any) -> dict[str, t.Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = dict(other)
+        merged.update(self.copy())
+        return merged
+
+    def __ior__(self: _Self, other: t.Any) -> _Self:
+        self.update(other)
+        return self
+
+    def copy(self) -> dict[str, t.Any]:
+        """Return a shallow copy as a plain ``dict``, as Flask's session does.
+
+        The values it shares with the session are tracked, so changing them
+        through the copy changes the session too.
+        """
+        return {key: self[key] for key in self}
+
+    def popitem(self) -> tuple[str, t.Any]:
+        """Remove and return the item set last, as ``dict.popitem`` does.
+
+        :raises KeyError: the session is empty.
+        """
+        data = self._data()
+        if not data:
+            raise KeyError("popitem(): the session is empty")
+        return data.popitem()
+
+    def clear(self) -> None:
+        """Remove every key; the save deletes the stored session."""
+        self._data().clear()
+
+    def __repr__(self) -> str:
+        state = dict(self._changes.data) if self._loaded else "not loaded"
+        return f"<{type(self).__name__} {self.sid[:8]}… {state}>"
