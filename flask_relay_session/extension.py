@@ -22,6 +22,7 @@ from .interface import finish_request
 from .interface import request_session
 from .session import Session
 from .stores.base import SessionStore
+from .stores.base import missing_methods
 from .stores.memory import MemorySessionStore
 from .stores.redis import RedisSessionStore
 
@@ -32,14 +33,6 @@ logger = logging.getLogger("flask_relay_session")
 
 #: A function that answers a :class:`SessionChainError`.
 ChainHandler = t.Callable[[SessionChainError], "ResponseReturnValue"]
-
-#: The methods ``RELAY_SESSION_STORE`` must have: those the
-#: :class:`SessionStore` protocol defines, in the order it defines them.
-_STORE_METHODS = tuple(
-    name
-    for name, member in vars(SessionStore).items()
-    if callable(member) and not name.startswith("_")
-)
 
 
 @dataclass(frozen=True)
@@ -126,11 +119,7 @@ class RelaySession:
         or a URL; without either, a :class:`MemorySessionStore`.
         """
         if settings.store is not None:
-            missing = [
-                name
-                for name in _STORE_METHODS
-                if not callable(getattr(settings.store, name, None))
-            ]
+            missing = missing_methods(settings.store, SessionStore)
             if missing:
                 raise SessionConfigError(
                     "RELAY_SESSION_STORE must implement the SessionStore"

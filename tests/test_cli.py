@@ -1,9 +1,9 @@
 """SPEC §11: the ``flask relay-session`` operator commands.
 
 Run with Flask's CLI runner on the memory store and on real Redis 7 and 6.2
-in both layouts (``store_config``); an unreachable server and the exit codes
-are checked too. Counting across a cluster's primaries is in
-``test_cluster.py``.
+in both layouts (``store_config``), and on a custom store that implements
+``SessionStoreAdmin``; an unreachable server and the exit codes are checked
+too. Counting across a cluster's primaries is in ``test_cluster.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from flask_relay_session import RelaySession
 from flask_relay_session.cli import EXIT_NOT_FOUND
 from flask_relay_session.cli import EXIT_UNREACHABLE
 from flask_relay_session.cli import EXIT_UNSUPPORTED
-from flask_relay_session.cli import RedisInspector
+from flask_relay_session.stores import Change
+from flask_relay_session.stores import MergeResult
+from flask_relay_session.stores import SessionRecord
+from flask_relay_session.stores import StoredSession
 
 from .redis_servers import free_port
 
@@ -172,6 +175,22 @@ def test_a_malformed_sid_is_a_usage_error(app: Flask) -> None:
     assert "64 hex digits" in result.output
 
 
+def test_deleting_a_rotated_away_id_logs_out_the_session_it_leads_to(
+    app: Flask,
+) -> None:
+    browser = browser_with(app, {"user": "ada"})
+    old_sid = sid_of(browser)
+    assert browser.post("/rotate").status_code == 200
+    new_sid = sid_of(browser)
+    result = run(app, "delete", old_sid)
+    assert result.exit_code == 0, result.output
+    assert f"deleted session {old_sid}" in result.output
+    assert run(app, "show", old_sid).exit_code == EXIT_NOT_FOUND
+    assert run(app, "show", new_sid).exit_code == EXIT_NOT_FOUND
+    with browser.session_transaction() as current:
+        assert dict(current) == {}
+
+
 def test_delete_removes_the_session_and_the_cookie_stops_working(
     app: Flask,
 ) -> None:
@@ -218,22 +237,94 @@ def test_unreachable_redis_exits_3_for_every_command() -> None:
         assert "cannot be reached" in result.stderr
 
 
-def test_a_custom_store_exits_4() -> None:
-    class CustomStore:
-        def __init__(self) -> None:
-            self.inner = MemorySessionStore()
+class CustomStore:
+    """A store of the app's own, implementing :class:`SessionStore` only."""
 
-        def __getattr__(self, name: str) -> t.Any:
-            return getattr(self.inner, name)
+    def __init__(self) -> None:
+        self.inner = MemorySessionStore()
 
+    def load(self, sid: str, *, ttl: int | None) -> StoredSession | None:
+        return self.inner.load(sid, ttl=ttl)
+
+    def touch(self, sid: str, *, ttl: int) -> bool:
+        return self.inner.touch(sid, ttl=ttl)
+
+    def merge(
+        self, sid: str, changes: t.Sequence[Change], **options: t.Any
+    ) -> MergeResult:
+        return self.inner.merge(sid, changes, **options)
+
+    def rotate(
+        self, sid: str, new_sid: str, changes: t.Sequence[Change], **options: t.Any
+    ) -> MergeResult:
+        return self.inner.rotate(sid, new_sid, changes, **options)
+
+    def delete(self, sid: str) -> None:
+        self.inner.delete(sid)
+
+    def lock(self, sid: str, token: str, ttl: int) -> bool:
+        return self.inner.lock(sid, token, ttl)
+
+    def unlock(self, sid: str, token: str) -> bool:
+        return self.inner.unlock(sid, token)
+
+    def is_locked(self, sid: str) -> bool:
+        return self.inner.is_locked(sid)
+
+
+class CustomAdminStore(CustomStore):
+    """A store of the app's own that implements ``SessionStoreAdmin`` too."""
+
+    def ping(self) -> list[str]:
+        return ["store: a custom one"]
+
+    def scan(self, *, batch: int = 1000) -> t.Iterator[tuple[t.Any, str]]:
+        return self.inner.scan(batch=batch)
+
+    def size_hint(self) -> int:
+        return self.inner.size_hint()
+
+    def show(self, sid: str) -> SessionRecord | None:
+        return self.inner.show(sid)
+
+    def break_lock(self, sid: str) -> bool:
+        return self.inner.break_lock(sid)
+
+
+def custom_app(store: object) -> Flask:
     app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY="secret", TESTING=True, RELAY_SESSION_STORE=CustomStore()
-    )
+    app.config.update(SECRET_KEY="secret", TESTING=True, RELAY_SESSION_STORE=store)
     RelaySession(app)
-    result = run(app, "count")
+
+    @app.post("/set")
+    def set_values() -> str:
+        session.update(t.cast(dict[str, t.Any], request.get_json()))
+        return "ok"
+
+    return app
+
+
+def test_a_store_without_the_admin_protocol_exits_4_naming_it() -> None:
+    result = run(custom_app(CustomStore()), "count")
     assert result.exit_code == EXIT_UNSUPPORTED
+    assert "SessionStoreAdmin" in result.stderr
     assert "CustomStore" in result.stderr
+    assert "ping, scan, size_hint, show, break_lock" in result.stderr
+
+
+def test_every_command_works_on_a_custom_store_with_the_admin_protocol() -> None:
+    app = custom_app(CustomAdminStore())
+    browser = browser_with(app, {"user": "ada"})
+    sid = sid_of(browser)
+    hold_lock(app, sid)
+    assert run(app, "ping").stdout == "store: a custom one\nok\n"
+    assert run(app, "count").stdout == "sessions: 1\nlocks: 1\n"
+    shown = run(app, "show", sid)
+    assert shown.exit_code == 0, shown.output
+    assert '"user": "ada"' in shown.stdout
+    assert run(app, "unlock", sid).exit_code == 0
+    assert run(app, "delete", sid).exit_code == 0
+    assert run(app, "count").stdout == "sessions: 0\nlocks: 0\n"
 
 
 def test_an_app_without_the_extension_has_no_group() -> None:
@@ -285,5 +376,4 @@ def test_count_ignores_keys_that_only_share_the_prefix(redis_url: str) -> None:
     store.redis.set(store.session_key("ab" * 32), b"{}")
     store.redis.set("app[1]*:unrelated", b"x")
     store.redis.set("app1x:{" + "ab" * 32 + "}", b"x")  # matched by an unescaped [1]
-    inspector = RedisInspector(store)
-    assert inspector.count(lambda matched, estimate: None) == (1, 0)
+    assert list(store.scan()) == [("session", "ab" * 32)]

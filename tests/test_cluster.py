@@ -29,10 +29,7 @@ from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 from flask_relay_session.serialization import loads
 
-from .conftest import missing
-from .redis_servers import system_redis_binary
 from .redis_topologies import LocalCluster
-from .redis_topologies import redis_cli_binary
 
 LAYOUTS = ("json", "hash")
 
@@ -43,18 +40,6 @@ def hash_layout_available() -> bool:
 
 def cli_available() -> bool:
     return importlib.util.find_spec("flask_relay_session.cli") is not None
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    binary = system_redis_binary()
-    if binary is None:
-        missing("redis7")
-    assert binary is not None
-    if redis_cli_binary(binary) is None:
-        missing("redis7")
-    with LocalCluster(binary) as started:
-        yield started
 
 
 @pytest.fixture

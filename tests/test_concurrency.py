@@ -20,13 +20,14 @@ the requests overlap: the writer scenarios run ``tight`` (no sleep) and
 ``wide`` (tens of milliseconds). Each on Redis 7 and 6.2. The same scenarios
 are run against Flask-Session 0.8 (the last-write-wins design these claims
 are about) and its numbers are printed, not asserted: they vary from run to
-run. The servers and numbers are printed even though pytest captures output.
+run. The servers and numbers are shown at the end of the run (the conftest's
+``report`` fixture).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import random
 import threading
 import time
@@ -41,14 +42,13 @@ from typing import Any
 
 import pytest
 
+from .conftest import missing
 from .redis_servers import RedisServer
 from .wsgi_servers import GunicornServer
 from .wsgi_servers import gunicorn_available
 from .wsgi_servers import gunicorn_servers
 
 requests = pytest.importorskip("requests")
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 RELAY_APP = "tests.apps.relay_app:create_app()"
 FLASK_SESSION_APP = "tests.apps.flask_session_app:create_app()"
@@ -78,16 +78,6 @@ RACES = {"tight": Race(write=0.0, read=0.01), "wide": Race(write=0.02, read=0.03
 pytestmark = pytest.mark.slow
 
 
-def _require(module: str, hint: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        message = f"{module} is missing; install {hint}"
-        if IN_CI:
-            pytest.fail(f"CI=true: {message}", pytrace=False)
-        pytest.skip(message)
-
-
 # --------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------
@@ -105,7 +95,7 @@ def serve_app() -> Iterator[ServeApp]:
     stopped at the end of the module (also when a test fails).
     """
     if not gunicorn_available():
-        _require("gunicorn", "gunicorn: python -m pip install -e '.[test]'")
+        missing("gunicorn")
     with gunicorn_servers() as start:
         cache: dict[tuple[str, ...], GunicornServer] = {}
 
@@ -119,17 +109,6 @@ def serve_app() -> Iterator[ServeApp]:
             return server
 
         yield serve
-
-
-@pytest.fixture
-def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
-    """Print a line to the terminal even though output is captured."""
-
-    def write(line: str) -> None:
-        with capsys.disabled():
-            print(f"\n    {line}", end="")
-
-    return write
 
 
 # --------------------------------------------------------------------------
@@ -356,8 +335,8 @@ def test_concurrent_writers_all_survive(
         f"{len(pids)} workers, {outcome.seconds:.2f} s"
     )
     assert len(pids) >= 2, "the requests were not spread over several processes"
-    missing = [key for key in outcome.expected_keys if key not in outcome.data]
-    assert not missing, f"{len(missing)} of 200 keys lost: {missing[:10]}"
+    lost = [key for key in outcome.expected_keys if key not in outcome.data]
+    assert not lost, f"{len(lost)} of 200 keys lost: {lost[:10]}"
     stored = relay_stored_data(redis_server, cookie)
     assert all(stored[key] == f"value of {key}" for key in outcome.expected_keys)
     assert stored["init"] is True
@@ -386,8 +365,8 @@ def test_slow_reads_never_write_back_stale_data(
         f"{outcome.seconds:.2f} s"
     )
     assert len(pids) >= 2, "the requests were not spread over several processes"
-    missing = [key for key in outcome.expected_keys if key not in outcome.data]
-    assert not missing, f"{len(missing)} of 50 keys lost: {missing[:10]}"
+    lost = [key for key in outcome.expected_keys if key not in outcome.data]
+    assert not lost, f"{len(lost)} of 50 keys lost: {lost[:10]}"
     stored = relay_stored_data(redis_server, cookie)
     assert all(stored[key] == f"value of {key}" for key in outcome.expected_keys)
 
@@ -464,7 +443,10 @@ def test_slow_locked_sections_are_exact_across_processes(
         cookie = new_session(server)
         outcome = increments(server, cookie, 100, sleep=0.01)
         summary = lock_summary(outcome)
-        report(f"flask-relay-session, Redis 7, 10 ms sections: {summary}")
+        report(
+            f"flask-relay-session, Redis {redis7_server.version_string},"
+            f" 10 ms sections: {summary}"
+        )
         check_exact_increments(outcome, redis7_server, cookie, summary)
     finally:
         # redis7_server is not emptied by a fixture: leave nothing behind.
@@ -487,7 +469,8 @@ def test_flask_session_comparison(
     60-160 of 200 keys, 7-44 of 50 and n = 18-26 of 100, measured without
     sleeps in the views (the ``tight`` race); the ``wide`` race loses more.
     """
-    _require("flask_session", "Flask-Session: python -m pip install -e '.[test]'")
+    if importlib.util.find_spec("flask_session") is None:
+        missing("flask-session")
     server = serve_app(FLASK_SESSION_APP, redis7_server)
     try:
         for name, race in sorted(RACES.items()):

@@ -39,9 +39,7 @@ from flask_relay_session.stores.base import MergeStatus
 
 from .conftest import missing
 from .redis_servers import RedisServer
-from .redis_servers import system_redis_binary
 from .redis_topologies import LocalCluster
-from .redis_topologies import redis_cli_binary
 from .store_helpers import Store
 from .store_helpers import end_grace_now
 from .store_helpers import now_ms
@@ -286,7 +284,10 @@ def test_a_redirect_past_its_grace_period_is_deleted_though_its_key_lives(
     store: Store,
 ) -> None:
     if not isinstance(store, RedisSessionStore):
-        pytest.skip("the memory store drops a redirect when its grace period ends")
+        pytest.skip(
+            "Redis only: the memory store drops a redirect when its grace"
+            " period ends, so its key never outlives it"
+        )
     create(store, nth_id(1))
     assert rotate(store, nth_id(1), nth_id(2)) is MergeStatus.DONE
     end_grace_now(store, nth_id(1), LIFETIME)
@@ -304,7 +305,10 @@ def test_a_redirect_past_its_grace_period_is_deleted_though_its_key_lives(
 
 def redis_only(store: Store) -> RedisSessionStore:
     if not isinstance(store, RedisSessionStore):
-        pytest.skip("the memory store does every operation in one step")
+        pytest.skip(
+            "Redis only: the memory store does every operation in one step,"
+            " so nothing can race it"
+        )
     return store
 
 
@@ -319,9 +323,9 @@ def test_the_session_goes_before_the_redirects_that_lead_to_it(
     states: list[list[bool]] = []
     destroy, pipeline = store._layout.destroy, store.redis.pipeline
 
-    def watching_destroy(client: t.Any, keys: t.Sequence[str], args: t.Any) -> t.Any:
+    def watching_destroy(keys: t.Sequence[str], args: t.Any) -> t.Any:
         states.append([held(store, id_) for id_ in ids])
-        return destroy(client, keys, args)
+        return destroy(keys, args)
 
     def watching_pipeline(*args: t.Any, **kwargs: t.Any) -> t.Any:
         states.append([held(store, id_) for id_ in ids])
@@ -345,13 +349,13 @@ def test_a_rotation_between_the_hops_of_a_delete_is_followed(
     destroy = store._layout.destroy
     hops: list[str] = []
 
-    def rotating_destroy(client: t.Any, keys: t.Sequence[str], args: t.Any) -> t.Any:
+    def rotating_destroy(keys: t.Sequence[str], args: t.Any) -> t.Any:
         hops.append(keys[0])
         if len(hops) == 2:
             # The delete learnt where the redirect leads; that session is
             # rotated again before the delete reaches it.
             assert rotate(store, nth_id(11), nth_id(12)) is MergeStatus.DONE
-        return destroy(client, keys, args)
+        return destroy(keys, args)
 
     monkeypatch.setattr(store._layout, "destroy", rotating_destroy)
     store.delete(nth_id(10))
@@ -363,14 +367,13 @@ def test_a_delete_between_the_copy_and_the_end_of_a_rotation_undoes_the_copy(
 ) -> None:
     store = redis_only(store)
     create(store, nth_id(1))
-    copy = store._layout.copy
+    end_rotation = store._layout.rotate
 
-    def copy_then_logout(*args: t.Any, **kwargs: t.Any) -> int:
-        created_at = copy(*args, **kwargs)
+    def logout_then_end_rotation(keys: t.Sequence[str], args: t.Any) -> t.Any:
         store.delete(nth_id(1))
-        return created_at
+        return end_rotation(keys, args)
 
-    monkeypatch.setattr(store._layout, "copy", copy_then_logout)
+    monkeypatch.setattr(store._layout, "rotate", logout_then_end_rotation)
     # The rotation finds the session gone, and deletes its copy.
     assert rotate(store, nth_id(1), nth_id(2)) is MergeStatus.MISSING
     assert not held(store, nth_id(1))
@@ -384,14 +387,13 @@ def test_a_logout_that_beats_the_rotation_leaves_only_what_the_login_wrote(
     browser = app.test_client()
     browser.post("/init")
     before = cookie_of(browser)
-    copy = store._layout.copy
+    end_rotation = store._layout.rotate
 
-    def copy_then_logout(*args: t.Any, **kwargs: t.Any) -> int:
-        created_at = copy(*args, **kwargs)
+    def logout_then_end_rotation(keys: t.Sequence[str], args: t.Any) -> t.Any:
         assert with_cookie(app, before).post("/logout").status_code == 200
-        return created_at
+        return end_rotation(keys, args)
 
-    monkeypatch.setattr(store._layout, "copy", copy_then_logout)
+    monkeypatch.setattr(store._layout, "rotate", logout_then_end_rotation)
     browser.post("/login")
     monkeypatch.undo()
     # The logout came first: the login went on as a new session of its own
@@ -420,16 +422,6 @@ def test_a_key_that_holds_no_session_is_deleted(store: Store) -> None:
 @pytest.fixture(params=["json", "hash"])
 def layout(request: pytest.FixtureRequest) -> str:
     return t.cast(str, request.param)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """A three-primary Redis Cluster, as in ``test_cluster.py``."""
-    binary = system_redis_binary()
-    if binary is None or redis_cli_binary(binary) is None:
-        missing("redis7")
-    with LocalCluster(t.cast(str, binary)) as started:
-        yield started
 
 
 def test_on_a_cluster_a_logout_through_the_first_id_deletes_every_hop(
@@ -465,9 +457,7 @@ LOGIN_TAIL = 0.5
 def serve() -> Iterator[Callable[[RedisServer, str], GunicornServer]]:
     """``serve(redis_server, layout)``: the app under gunicorn, cached."""
     if not gunicorn_available():
-        from .test_concurrency import _require
-
-        _require("gunicorn", "gunicorn: python -m pip install -e '.[test]'")
+        missing("gunicorn")
     with gunicorn_servers() as start:
         cache: dict[tuple[str, str], GunicornServer] = {}
 
@@ -507,7 +497,7 @@ def test_a_logout_racing_the_login_with_the_old_cookie_signs_the_user_out(
     serve: Callable[[RedisServer, str], GunicornServer],
     redis_server: RedisServer,
     layout: str,
-    capsys: pytest.CaptureFixture[str],
+    report: Callable[[str], None],
 ) -> None:
     server = serve(redis_server, layout)
     watcher = redis_server.client()
@@ -541,13 +531,10 @@ def test_a_logout_racing_the_login_with_the_old_cookie_signs_the_user_out(
                 assert old["user"] is None and old["new"] is True
     finally:
         watcher.close()
-    with capsys.disabled():
-        print(
-            f"\n    Redis {redis_server.version_string}, {layout} layout: a logout"
-            f" with the old cookie raced {rounds} logins ({in_flight} still in"
-            f" flight, {len(workers)} workers): {alive} sessions still signed"
-            " in",
-            end="",
-        )
+    report(
+        f"Redis {redis_server.version_string}, {layout} layout: a logout with"
+        f" the old cookie raced {rounds} logins ({in_flight} still in flight,"
+        f" {len(workers)} workers): {alive} sessions still signed in"
+    )
     assert in_flight == rounds, "the logouts did not race the logins"
     assert alive == 0

@@ -421,7 +421,7 @@ def test_python_block(
     compile(block.source, block.id, "exec")
     if kind == "support":
         pytest.skip(f"{block.caption}: run by the test_*.py blocks of its page")
-    pytest.skip("a fragment, with no Flask(: checked to parse only")
+    pytest.skip("a fragment, not a whole app (no Flask(): it parses, and is not run")
 
 
 def test_the_readme_and_quickstart_examples_are_run() -> None:

@@ -433,17 +433,16 @@ def test_a_write_landing_during_a_rotation_is_copied_not_lost(
     store = hash_store(redis_url)
     create(store, {"a": 1})
     layout = store._layout
-    copy = layout.copy
+    end_rotation = layout.rotate
     copies = []
 
-    def copy_then_write(*args: t.Any, **kwargs: t.Any) -> int:
-        created_at = copy(*args, **kwargs)
-        copies.append(args[1])
+    def write_then_end_rotation(keys: t.Sequence[str], args: t.Any) -> t.Any:
+        copies.append(args[2])
         if len(copies) == 1:
             assert merge(store, [change(["late"], "write")]).status is MergeStatus.DONE
-        return created_at
+        return end_rotation(keys, args)
 
-    monkeypatch.setattr(layout, "copy", copy_then_write)
+    monkeypatch.setattr(layout, "rotate", write_then_end_rotation)
     assert rotate(store).status is MergeStatus.DONE
     assert copies == [NEW_SID, NEW_SID]
     assert load(store, NEW_SID) == {"a": 1, "late": "write"}

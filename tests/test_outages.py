@@ -39,6 +39,7 @@ from redis.retry import Retry
 from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 
+from .conftest import missing
 from .redis_servers import RedisServer
 from .redis_servers import no_retry
 from .wsgi_servers import GunicornServer
@@ -249,7 +250,7 @@ def check_consistent(data: dict[str, t.Any], browser: Browser) -> set[int]:
 @pytest.fixture
 def serve_app() -> Iterator[Callable[..., GunicornServer]]:
     if not gunicorn_available():
-        pytest.skip("gunicorn is not installed")
+        missing("gunicorn")
     with gunicorn_servers() as start:
         yield start
 

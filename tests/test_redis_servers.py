@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
+from .conftest import missing
+from .conftest import needs_redis7
+from .redis_servers import INSTALL_HINTS
 from .redis_servers import RedisServer
 from .redis_servers import counting_client
 from .redis_servers import no_retry
@@ -16,6 +19,7 @@ def server_version(client: redis.Redis) -> str:
     return version.decode() if isinstance(version, bytes) else str(version)
 
 
+@needs_redis7("this test checks the version of the redis7 server")
 def test_redis7_server_is_a_real_redis_7(redis7_server: RedisServer) -> None:
     with redis7_server.client() as client:
         assert server_version(client).startswith("7.")
@@ -148,7 +152,7 @@ def test_parse_packed_commands_splits_a_pipeline() -> None:
 def test_a_server_started_on_demand_survives_a_crash(redis_binaries) -> None:
     binary = redis_binaries.get("redis7") or redis_binaries.get("redis6")
     if binary is None:
-        pytest.skip("no redis-server binary")
+        missing("redis6")
     with RedisServer(binary) as server:
         port = server.port
         with server.client(retry=no_retry()) as client:
@@ -178,7 +182,10 @@ def test_fakeredis_client_uses_the_real_cjson(fakeredis_client) -> None:
 
     version = fakeredis_client.eval("return cjson._VERSION", 0)
     if not REAL_CJSON:
-        pytest.skip("lua-cjson is not installed: fakeredis emulates cjson")
+        pytest.skip(
+            "fakeredis emulates cjson without Debian's lua-cjson;"
+            f" to test with the real one, install {INSTALL_HINTS['cjson']}"
+        )
     assert version == b"2.1.0"
     # The real cjson's lossy corners (see FACTS.md), unlike the emulation.
     roundtrip = "return cjson.encode(cjson.decode(ARGV[1]))"

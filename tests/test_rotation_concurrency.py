@@ -62,6 +62,7 @@ from flask_relay_session.serialization import loads_fields
 from flask_relay_session.stores.base import Change
 from flask_relay_session.stores.base import MergeStatus
 
+from .conftest import missing
 from .redis_servers import RedisServer
 from .wsgi_servers import GunicornServer
 from .wsgi_servers import HttpClient
@@ -92,9 +93,7 @@ Serve = Callable[..., GunicornServer]
 def serve() -> Iterator[Serve]:
     """``serve(redis_server, **config)``: the app under gunicorn, cached."""
     if not gunicorn_available():
-        from .test_concurrency import _require
-
-        _require("gunicorn", "gunicorn: python -m pip install -e '.[test]'")
+        missing("gunicorn")
     with gunicorn_servers() as start:
         cache: dict[tuple[tuple[str, str], ...], GunicornServer] = {}
 
@@ -113,17 +112,6 @@ def serve() -> Iterator[Serve]:
 @pytest.fixture(params=["json", "hash"])
 def layout(request: pytest.FixtureRequest) -> str:
     return t.cast(str, request.param)
-
-
-@pytest.fixture
-def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
-    """Print a line to the terminal even though output is captured."""
-
-    def write(line: str) -> None:
-        with capsys.disabled():
-            print(f"\n    {line}", end="")
-
-    return write
 
 
 # --------------------------------------------------------------------------
@@ -759,7 +747,8 @@ def test_real_grace_period_running_out_under_load(
 
     served_new = [r for r in results if r.sid == new_sid]
     report(
-        f"Redis 7, {layout} layout, 5 s grace period: {len(results)} requests"
+        f"Redis {redis7_server.version_string}, {layout} layout, 5 s grace"
+        f" period: {len(results)} requests"
         f" with the old cookie, {len(served_new)} served the new session,"
         f" {fresh} writes into fresh sessions,"
         f" statuses {dict(Counter(r.status for r in results))}"

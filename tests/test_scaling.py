@@ -9,7 +9,8 @@ the process (time spent waiting for a CPU does not count), the best of
 :data:`RUNS` runs, with the garbage collector paused as :mod:`timeit` does.
 
 The app-level tests go through a real Flask app on the memory store, save
-included; the others time the change tracking alone.
+included; the others time the change tracking alone. They take seconds each,
+so they are marked ``slow`` (run them with ``RELAY_SLOW_TESTS=1``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import time
 import typing as t
 
+import pytest
 from flask import Flask
 from flask import session
 from flask.testing import FlaskClient
@@ -33,6 +35,8 @@ LARGE = 40_000
 RUNS = 5
 #: Linear work grows about 4 times from SMALL to LARGE, quadratic work 16.
 MAX_GROWTH = 8
+
+pytestmark = pytest.mark.slow
 
 
 #: What to run untimed before each timing, and the work to time.

@@ -28,19 +28,18 @@ from redis.retry import Retry
 from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 
-from .conftest import missing
+from .conftest import needs_redis7
 from .redis_servers import no_retry
-from .redis_servers import system_redis_binary
 from .redis_topologies import LocalSentinel
+
+pytestmark = needs_redis7(
+    "SENTINEL DEBUG, which makes the sentinel fail over in seconds"
+)
 
 
 @pytest.fixture
-def topology() -> Iterator[LocalSentinel]:
-    binary = system_redis_binary()
-    if binary is None:
-        missing("redis7")
-    assert binary is not None
-    with LocalSentinel(binary) as started:
+def topology(redis7_binary: str) -> Iterator[LocalSentinel]:
+    with LocalSentinel(redis7_binary) as started:
         yield started
 
 

@@ -26,13 +26,15 @@ acknowledged (200) request did to its session.
 Zero 5xx, zero lost or corrupted writes, zero anomalies are asserted. The
 memory per session in Redis (``INFO memory`` ``used_memory`` growth over the
 creation phase, per session; ``MEMORY USAGE`` averaged over a sample) is
-reported, with the request counts, in a summary line printed to the
-terminal (even though pytest captures output) and written to
+reported, with the request counts, in a summary line shown at the end of
+the run (the conftest's ``report`` fixture) and written to
 ``soak-summary.txt`` in the test's temporary directory.
 
-CI mode (the default) takes about a minute per layout. A longer run::
+The test is marked ``slow``: ``python -m pytest`` leaves it out, and
+``RELAY_SLOW_TESTS=1`` (which ``.ci/run`` sets) brings it in. CI mode (the
+default) takes about a minute per layout. A longer run::
 
-    RELAY_SOAK_SECONDS=600 RELAY_SOAK_SESSIONS=100000 \\
+    RELAY_SLOW_TESTS=1 RELAY_SOAK_SECONDS=600 RELAY_SOAK_SESSIONS=100000 \\
         python -m pytest tests/test_soak.py
 
 Environment variables: ``RELAY_SOAK_SECONDS`` (mixed phase, default 30),
@@ -64,6 +66,7 @@ import redis
 from flask_relay_session.serialization import loads
 from flask_relay_session.serialization import loads_fields
 
+from .conftest import missing
 from .redis_servers import RedisServer
 from .wsgi_servers import GunicornServer
 from .wsgi_servers import HttpClient
@@ -487,22 +490,9 @@ def used_memory(client: redis.Redis) -> int:
 @pytest.fixture
 def serve() -> Iterator[Callable[..., GunicornServer]]:
     if not gunicorn_available():
-        from .test_concurrency import _require
-
-        _require("gunicorn", "gunicorn: python -m pip install -e '.[test]'")
+        missing("gunicorn")
     with gunicorn_servers() as start:
         yield start
-
-
-@pytest.fixture
-def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
-    """Print a line to the terminal even though output is captured."""
-
-    def write(line: str) -> None:
-        with capsys.disabled():
-            print(f"\n    {line}", end="")
-
-    return write
 
 
 def run_threads(count: int, target: Callable[[int], None]) -> None:

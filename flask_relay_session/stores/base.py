@@ -6,6 +6,9 @@ than the decoded data it returns from :meth:`SessionStore.load`. Writes are
 merges: a list of :class:`Change` objects, each a path and the JSON of its
 new value, applied atomically together with a check of the session lock.
 
+A store may also implement :class:`SessionStoreAdmin`, the operator's view
+that the ``flask relay-session`` commands use.
+
 All times are integer milliseconds since the epoch, all durations integer
 milliseconds.
 """
@@ -13,6 +16,7 @@ milliseconds.
 from __future__ import annotations
 
 import enum
+import json
 import typing as t
 from dataclasses import dataclass
 
@@ -231,3 +235,103 @@ class SessionStore(t.Protocol):
 
     def is_locked(self, sid: str) -> bool:
         """Return whether anybody holds the lock of ``sid``."""
+
+
+#: What :meth:`SessionStoreAdmin.scan` finds: a session (a rotated-away id
+#: that still redirects included) or a lock.
+EntryKind = t.Literal["session", "lock"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What a store holds under a session id, as an operator sees it.
+
+    :param document: the stored document, ``{"data": {...}, "meta":
+        {...}}``, its values as stored: tagged JSON decoded with plain
+        :mod:`json`, so tags stay tags (see :func:`as_shown`). A
+        rotated-away id shows its redirect, whose ``data`` is ``None`` and
+        whose ``meta`` has ``redirectTo``; something that is no session
+        shows what it is.
+    :param ttl: its remaining lifetime in milliseconds, ``None`` without
+        one.
+    :param redirect_to: the id a rotated-away id leads to.
+    :param lock_ttl: the remaining lifetime of the session's lock in
+        milliseconds, ``None`` when nobody holds it.
+    :param key: where the store keeps it, for a store of named keys such as
+        Redis.
+    """
+
+    document: dict[str, t.Any]
+    ttl: int | None
+    redirect_to: str | None = None
+    lock_ttl: int | None = None
+    key: str | None = None
+
+
+def as_shown(value: bytes | str) -> t.Any:
+    """Return a stored JSON value as :class:`SessionRecord` shows it:
+    decoded with plain :mod:`json`, or as text when it does not decode.
+    """
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+class SessionStoreAdmin(SessionStore, t.Protocol):
+    """A store that also gives operators a view of what it holds.
+
+    The ``flask relay-session`` commands use these methods, and
+    :meth:`~SessionStore.delete`, so they work on any store that implements
+    them; both stores of the package do. Unlike the methods of
+    :class:`SessionStore`, these look at what is stored as it is, whatever
+    it holds, and may take several steps. A backend failure is raised as
+    :class:`~flask_relay_session.SessionStoreError`, as for the others.
+    """
+
+    def ping(self) -> list[str]:
+        """Check that the store answers, and make it ready to serve (the
+        Redis store loads its scripts); return lines that describe it.
+        """
+
+    def scan(self, *, batch: int = 1000) -> t.Iterator[tuple[EntryKind, str]]:
+        """Yield each session and each held lock as its kind and its id.
+
+        A rotated-away id that still redirects is a session. An entry that
+        comes or goes meanwhile may be missed, and one may be yielded twice
+        (Redis's ``SCAN`` promises no better): the count is an estimate.
+
+        :param batch: about how many entries to look at per step, for a
+            store that walks them in steps (``SCAN``'s ``COUNT`` for Redis).
+        """
+
+    def size_hint(self) -> int:
+        """Return about how many entries the store holds, sessions or not:
+        the scale of what :meth:`scan` walks, to report progress against.
+        """
+
+    def show(self, sid: str) -> SessionRecord | None:
+        """Return what is stored under ``sid``, or ``None`` for nothing.
+
+        A rotated-away id shows its redirect: it is not followed.
+        """
+
+    def break_lock(self, sid: str) -> bool:
+        """Release the lock of ``sid`` whoever holds it; return whether it
+        was held.
+        """
+
+
+def missing_methods(store: object, protocol: type) -> list[str]:
+    """Return the methods that ``protocol`` declares and ``store`` lacks.
+
+    Only the methods declared in ``protocol`` itself count, not those of
+    the protocols it extends.
+    """
+    return [
+        name
+        for name, member in vars(protocol).items()
+        if callable(member)
+        and not name.startswith("_")
+        and not callable(getattr(store, name, None))
+    ]

@@ -1,5 +1,10 @@
 """How a session is kept under its Redis key: the JSON and hash layouts.
 
+This module is about data only and sends nothing to Redis: a layout says
+which command reads a key and which scripts write it, reads what the key
+held, and builds what a rotation's copy writes (:meth:`Layout.copy`);
+:class:`~.redis.RedisSessionStore` sends it all.
+
 The session key ``<prefix>{<sid>}`` holds one of two layouts
 (``RELAY_SESSION_LAYOUT``), both with the same guarantees:
 
@@ -51,27 +56,22 @@ from __future__ import annotations
 import json
 import re
 import typing as t
-
-from redis.exceptions import RedisError
+from dataclasses import dataclass
 
 from ..serialization import decode_key
 from ..serialization import encode_key
 from ..serialization import loads
 from ..serialization import loads_fields
 from .base import Change
+from .base import as_shown
 from .base import too_large
 from .paths import apply_change
 from .paths import apply_changes_to_fields
 from .paths import dumps
 from .paths import session_size
 from .scripts import LuaScript
-from .scripts import as_bytes
+from .scripts import ScriptCall
 from .scripts import sha1
-from .scripts import store_failed
-from .scripts import text
-
-if t.TYPE_CHECKING:
-    from .redis import RedisSessionStore
 
 #: A session as read from Redis: a JSON document, or a hash's fields and
 #: values (a dict from ``HGETALL``, or one flat list from a script).
@@ -82,12 +82,41 @@ Snapshot = t.Any
 _DECODE_ERRORS = (ValueError, TypeError, AttributeError, RecursionError)
 
 
+def text(value: bytes | str) -> str:
+    """Return a reply string as ``str``, whatever ``decode_responses`` is."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    """Return a reply string as ``bytes``, whatever ``decode_responses`` is."""
+    return value.encode() if isinstance(value, str) else value
+
+
 class NotASession(Exception):
     """A session key holds something that is neither a session nor a
     redirect of its layout.
 
     Its message says what, in words; it never quotes the data.
     """
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A plain Redis command, for a store to send: its name and arguments."""
+
+    args: tuple[t.Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """What a rotation writes under the new id (see :meth:`Layout.copy`).
+
+    :param created_at: the creation time the copy keeps.
+    :param write: the command or script run that writes it.
+    """
+
+    created_at: int
+    write: Command | ScriptCall
 
 
 def _is_id(value: str | bytes) -> bool:
@@ -113,17 +142,21 @@ _META_NUMBER = re.compile(rb"-?[0-9]{1,14}")
 
 
 class Layout:
-    """How a session is kept under its key: the scripts and the format.
+    """How a session is kept under its key: the format, and the scripts
+    that write it.
 
-    A session key is read with one plain command (:meth:`fetch`); every
-    ``merge`` and ``rotate`` script takes the same arguments and gives the
-    same replies as the JSON layout's (see the ``.lua`` files). What differs
-    is the snapshot, how a redirect looks and how a rotation copies a
-    session, which subclasses define.
+    A layout reads and builds data only; the store sends what it asks for.
+    A session key is read with one plain command (:attr:`read_command`);
+    every ``merge`` and ``rotate`` script takes the same arguments and gives
+    the same replies as the JSON layout's (see the ``.lua`` files). What
+    differs is the snapshot, how a redirect looks and how a rotation copies
+    a session, which subclasses define.
     """
 
     #: The Redis type of a session key: a key of another type is no session.
     redis_type: t.ClassVar[str]
+    #: The command that reads a whole session key, such as ``"GET"``.
+    read_command: t.ClassVar[str]
 
     def __init__(
         self,
@@ -143,12 +176,11 @@ class Layout:
         #: Every script of the layout.
         self.scripts = (touch, merge, rotate, repoint, destroy, *extra)
 
-    def fetch(self, client: t.Any, key: str) -> t.Any:
-        """Read the key with ``client``, a client or a pipeline to queue on."""
-        raise NotImplementedError
-
-    def missing(self, snapshot: Snapshot) -> bool:
-        """Whether what :meth:`fetch` read says the key does not exist."""
+    @staticmethod
+    def missing(snapshot: Snapshot) -> bool:
+        """Whether what :attr:`read_command` read says the key does not
+        exist.
+        """
         raise NotImplementedError
 
     def redirect(self, snapshot: Snapshot) -> tuple[str, int | None] | None:
@@ -173,7 +205,7 @@ class Layout:
 
     def copy(
         self,
-        store: RedisSessionStore,
+        key: str,
         sid: str,
         snapshot: Snapshot,
         changes: t.Sequence[Change],
@@ -181,15 +213,25 @@ class Layout:
         now: int,
         ttl: int,
         max_size: int,
-    ) -> int:
-        """Write ``snapshot`` with ``changes`` as the session ``sid``.
-
-        Return the creation time it keeps.
+    ) -> Copy:
+        """Return the write of ``snapshot`` with ``changes`` as the session
+        ``sid`` under ``key``.
 
         :raises NotASession: the snapshot is not a session (as for
-            :meth:`read`); nothing was written.
+            :meth:`read`).
         :raises SessionSerializationError: the copy would be larger than
-            ``max_size``; nothing was written.
+            ``max_size``.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def show(snapshot: Snapshot) -> tuple[dict[str, t.Any], str | None]:
+        """Return a snapshot as an operator sees it (see
+        :class:`~.base.SessionRecord`): its document, and the id it
+        redirects to.
+
+        Unlike :meth:`read`, this shows anything, a key that is no session
+        included, and never fails.
         """
         raise NotImplementedError
 
@@ -198,20 +240,19 @@ class JsonLayout(Layout):
     """One JSON string per session."""
 
     redis_type = "string"
+    read_command = "GET"
 
     def __init__(self) -> None:
         super().__init__(
-            touch=LuaScript("touch", includes=["common"]),
-            merge=LuaScript("merge", includes=["common"]),
-            rotate=LuaScript("rotate", includes=["common"]),
-            repoint=LuaScript("repoint", includes=["common"]),
-            destroy=LuaScript("destroy", includes=["common"]),
+            touch=LuaScript("touch"),
+            merge=LuaScript("merge"),
+            rotate=LuaScript("rotate"),
+            repoint=LuaScript("repoint"),
+            destroy=LuaScript("destroy"),
         )
 
-    def fetch(self, client: t.Any, key: str) -> t.Any:
-        return client.get(key)
-
-    def missing(self, snapshot: Snapshot) -> bool:
+    @staticmethod
+    def missing(snapshot: Snapshot) -> bool:
         return snapshot is None
 
     def redirect(self, snapshot: Snapshot) -> tuple[str, int | None] | None:
@@ -263,7 +304,7 @@ class JsonLayout(Layout):
 
     def copy(
         self,
-        store: RedisSessionStore,
+        key: str,
         sid: str,
         snapshot: Snapshot,
         changes: t.Sequence[Change],
@@ -271,25 +312,34 @@ class JsonLayout(Layout):
         now: int,
         ttl: int,
         max_size: int,
-    ) -> int:
+    ) -> Copy:
         _, created_at = self.read(snapshot)
         # The stored form, whose tags stay tags.
         data = json.loads(snapshot)["data"]
         for change in changes:
             apply_change(data, change)
-        size = session_size({key: dumps(value).encode() for key, value in data.items()})
+        size = session_size(
+            {name: dumps(value).encode() for name, value in data.items()}
+        )
         if size > max_size:
             raise too_large(size, max_size)
         meta = {"id": sid, "createdAt": created_at, "expiresAt": now + ttl}
         encoded = dumps({"data": data, "meta": meta}).encode()
-        try:
-            store.redis.set(store.session_key(sid), encoded, px=ttl)
-        except RedisError as error:
-            raise store_failed(error) from error
-        return created_at
+        return Copy(created_at, Command(("SET", key, encoded, "PX", ttl)))
+
+    @staticmethod
+    def show(snapshot: Snapshot) -> tuple[dict[str, t.Any], str | None]:
+        document = as_shown(snapshot)
+        if not isinstance(document, dict):
+            return {"unreadable": document}, None
+        meta = document.get("meta")
+        if document.get("data") is None and isinstance(meta, dict):
+            return document, meta.get("redirectTo")
+        return document, None
 
 
-#: The meta fields of a session hash (see ``lua/hash_common.lua``).
+#: The meta fields of a session hash. Twin: the names in
+#: ``lua/hash_common.lua``.
 CREATED, EXPIRES, SIZE, VERSION = " created", " expires", " size", " version"
 HASH_META = frozenset({CREATED, EXPIRES, SIZE, VERSION})
 #: The field of a rotated-away id's hash that names the id it leads to; the
@@ -301,17 +351,17 @@ class HashLayout(Layout):
     """One Redis hash per session, a field per top-level key."""
 
     redis_type = "hash"
+    read_command = "HGETALL"
 
     def __init__(self) -> None:
-        includes = ["common", "hash_common"]
         #: Writes a whole session hash: a rotation's copy.
         self.write_copy = LuaScript("hash_copy")
         super().__init__(
-            touch=LuaScript("hash_touch", includes=includes),
-            merge=LuaScript("hash_merge", includes=includes),
-            rotate=LuaScript("hash_rotate", includes=includes),
-            repoint=LuaScript("hash_repoint", includes=includes),
-            destroy=LuaScript("hash_destroy", includes=includes),
+            touch=LuaScript("hash_touch"),
+            merge=LuaScript("hash_merge"),
+            rotate=LuaScript("hash_rotate"),
+            repoint=LuaScript("hash_repoint"),
+            destroy=LuaScript("hash_destroy"),
             extra=[self.write_copy],
         )
 
@@ -336,10 +386,8 @@ class HashLayout(Layout):
         """Return the fields that hold session data, without the meta fields."""
         return {name: value for name, value in fields.items() if name not in HASH_META}
 
-    def fetch(self, client: t.Any, key: str) -> t.Any:
-        return client.hgetall(key)
-
-    def missing(self, snapshot: Snapshot) -> bool:
+    @staticmethod
+    def missing(snapshot: Snapshot) -> bool:
         return not snapshot
 
     def redirect(self, snapshot: Snapshot) -> tuple[str, int | None] | None:
@@ -384,7 +432,7 @@ class HashLayout(Layout):
 
     def copy(
         self,
-        store: RedisSessionStore,
+        key: str,
         sid: str,
         snapshot: Snapshot,
         changes: t.Sequence[Change],
@@ -392,7 +440,7 @@ class HashLayout(Layout):
         now: int,
         ttl: int,
         max_size: int,
-    ) -> int:
+    ) -> Copy:
         _, created_at = self.read(snapshot)
         data = self.data_fields(self.fields(snapshot))
         apply_changes_to_fields(data, changes)
@@ -403,9 +451,35 @@ class HashLayout(Layout):
         args += [SIZE, size, VERSION, 1]
         for name, value in data.items():
             args += (name, value)
-        store._call(self.write_copy, [store.session_key(sid)], args)
-        return created_at
+        return Copy(created_at, self.write_copy([key], args))
+
+    @staticmethod
+    def show(snapshot: Snapshot) -> tuple[dict[str, t.Any], str | None]:
+        # Names are shown as they are, not decoded: this never fails.
+        fields = {
+            as_bytes(name).decode(errors="replace"): value
+            for name, value in snapshot.items()
+        }
+        if REDIRECT in fields:
+            target = text(fields[REDIRECT])
+            return {"data": None, "meta": {"redirectTo": target}}, target
+        # Data fields are top-level keys (a stored key that starts with a
+        # space has a second one, or "~"); meta fields are one space and a
+        # name.
+        data: dict[str, t.Any] = {}
+        meta: dict[str, t.Any] = {}
+        for name, value in sorted(fields.items()):
+            if name[:1] == " " and name[1:2] not in (" ", "~"):
+                meta[name[1:]] = as_shown(value)
+            else:
+                data[name] = as_shown(value)
+        return {"data": data, "meta": meta}, None
 
 
 #: The layouts, by their ``RELAY_SESSION_LAYOUT`` name.
 LAYOUTS: dict[str, t.Callable[[], Layout]] = {"json": JsonLayout, "hash": HashLayout}
+
+#: The layout classes, by the Redis type of their session keys.
+LAYOUTS_BY_TYPE: dict[str, type[Layout]] = {
+    layout.redis_type: layout for layout in (JsonLayout, HashLayout)
+}

@@ -20,9 +20,12 @@ from ..errors import SessionDepthError
 from ..serialization import loads_fields
 from .base import MAX_REDIRECT_DEPTH
 from .base import Change
+from .base import EntryKind
 from .base import MergeResult
 from .base import MergeStatus
+from .base import SessionRecord
 from .base import StoredSession
+from .base import as_shown
 from .base import too_large
 from .paths import apply_changes_to_fields
 from .paths import session_size
@@ -54,7 +57,9 @@ class MemorySessionStore:
     Thread-safe: every operation holds one lock. Expired sessions and locks
     are dropped when they are next looked at, and every write that may add
     one looks at a few more, so that they do not pile up (see
-    :attr:`eviction_batch`).
+    :attr:`eviction_batch`). It also implements
+    :class:`~flask_relay_session.stores.SessionStoreAdmin`, for the
+    ``flask relay-session`` commands.
 
     :param clock: returns the current time in seconds; tests replace it to
         move time forward.
@@ -285,3 +290,72 @@ class MemorySessionStore:
         """Return whether anybody holds the lock of ``sid``."""
         with self._mutex:
             return self._holder(sid) is not None
+
+    # The operator's view: SessionStoreAdmin.
+
+    def ping(self) -> list[str]:
+        """Say what the store is; there is nothing to check or load."""
+        return [
+            "store: the in-process memory store (MemorySessionStore). Sessions"
+            " live in the memory of the process serving the app; a command run"
+            " in another process sees only its own, empty store.",
+            "scripts: none needed",
+        ]
+
+    def scan(self, *, batch: int = 1000) -> t.Iterator[tuple[EntryKind, str]]:
+        """Yield the live sessions and locks, as held when it starts;
+        ``batch`` is not used.
+        """
+        with self._mutex:
+            sessions = [
+                sid for sid in list(self._sessions) if self._entry(sid) is not None
+            ]
+            locks = [sid for sid in list(self._locks) if self._holder(sid) is not None]
+        for sid in sessions:
+            yield "session", sid
+        for sid in locks:
+            yield "lock", sid
+
+    def size_hint(self) -> int:
+        """Return the number of sessions and locks held, expired or not."""
+        return len(self._sessions) + len(self._locks)
+
+    def show(self, sid: str) -> SessionRecord | None:
+        """Return the entry of ``sid`` as the JSON layout would store it."""
+        with self._mutex:
+            entry = self._entry(sid)
+            if entry is None:
+                return None
+            now = self._now()
+            lock = self._locks[sid] if self._holder(sid) is not None else None
+            if entry.redirect_to is not None:
+                document: dict[str, t.Any] = {
+                    "data": None,
+                    "meta": {"redirectTo": entry.redirect_to},
+                }
+            else:
+                document = {
+                    "data": {
+                        key: as_shown(value)
+                        for key, value in sorted(entry.fields.items())
+                    },
+                    "meta": {
+                        "id": sid,
+                        "createdAt": entry.created_at,
+                        "expiresAt": entry.expires_at,
+                    },
+                }
+            return SessionRecord(
+                document=document,
+                ttl=entry.expires_at - now,
+                redirect_to=entry.redirect_to,
+                lock_ttl=None if lock is None else lock[1] - now,
+            )
+
+    def break_lock(self, sid: str) -> bool:
+        """Release the lock of ``sid``, whoever holds it."""
+        with self._mutex:
+            if self._holder(sid) is None:
+                return False
+            del self._locks[sid]
+            return True

@@ -1,11 +1,14 @@
 """The merge rules of :meth:`SessionStore.merge`, for stores written in Python.
 
-They mirror ``apply_change`` in ``lua/common.lua`` (and, for data kept as
-one JSON per top-level key, ``lua/hash_merge.lua``): setting a path creates
-the dicts above it and replaces anything above it that is not a dict (a
-list, a scalar, a tagged value); deleting a path that does not exist does
-nothing. Trees here are stored JSON, decoded with plain :func:`json.loads`:
-tags are still tags.
+:func:`apply_change` is the rule, the only one in Python: setting a path
+creates the dicts above it and replaces anything above it that is not a dict
+(a list, a scalar, a tagged value); deleting a path that does not exist does
+nothing. Its twin is ``apply_change`` in ``lua/common.lua``, which both
+layouts' merge scripts use. :func:`apply_changes_to_fields` applies the rule
+to data kept as each top-level key's JSON, as the hash layout and the memory
+store keep it (twin: ``lua/hash_merge.lua``). Trees here are stored JSON,
+decoded with plain :func:`json.loads`: tags are still tags.
+``tests/test_merge_rules.py`` holds the two languages to each other.
 
 The size of a session, which ``RELAY_SESSION_MAX_SIZE`` limits, is defined
 here too (:func:`session_size`), once for every store and layout.
@@ -48,18 +51,25 @@ _ABSENT = object()
 
 
 def is_dict(value: t.Any) -> bool:
-    """Whether a stored JSON value is a dict, not a tagged value."""
+    """Whether a stored JSON value is a dict, not a tagged value.
+
+    Twin: ``is_dict`` and ``is_tag`` in ``lua/common.lua``.
+    """
     if not isinstance(value, dict):
         return False
     if len(value) != 1:
         return True
     key = next(iter(value))
-    # A tag is a space and one letter; a user's key " " is stored as "  ".
-    return not (len(key) == 2 and key[0] == " " and key[1].isalpha())
+    # A tag is a space and one ASCII letter; a user's key " " is stored as
+    # "  ".
+    return not (
+        len(key) == 2 and key[0] == " " and key[1].isascii() and key[1].isalpha()
+    )
 
 
 def apply_change(tree: dict[str, t.Any], change: Change) -> bool:
-    """Apply ``change`` to the stored data ``tree``, in place.
+    """Apply ``change`` to the stored data ``tree``, in place: the merge
+    rule. Twin: ``apply_change`` in ``lua/common.lua``.
 
     Return whether anything changed: deleting a path that does not exist
     changes nothing.
@@ -83,21 +93,22 @@ def apply_changes_to_fields(
     fields: dict[str, bytes], changes: t.Iterable[Change]
 ) -> None:
     """Apply ``changes``, in order, to data kept as each top-level key's
-    JSON, in place.
+    JSON, in place. Twin: ``lua/hash_merge.lua``.
 
     A change of a whole top-level key replaces or removes its JSON as it is.
     Deeper changes decode their top-level key's JSON once, however many of
-    them there are, and encode it once at the end, so the work follows the
-    size of the keys they touch plus their number, as in
-    ``lua/hash_merge.lua``.
+    them there are, apply :func:`apply_change` to it, and encode it once at
+    the end, so the work follows the size of the keys they touch plus their
+    number.
     """
-    #: The decoded values of the keys deeper changes touched.
+    #: The decoded values of the keys deeper changes touched, by key: the
+    #: tree they apply to.
     trees: dict[str, t.Any] = {}
     #: The keys whose decoded value changed, to encode at the end.
     dirty: set[str] = set()
     for change in changes:
-        top, *rest = change.path
-        if not rest:
+        top = change.path[0]
+        if len(change.path) == 1:
             trees.pop(top, None)
             dirty.discard(top)
             if change.value is None:
@@ -105,14 +116,9 @@ def apply_changes_to_fields(
             else:
                 fields[top] = change.value
             continue
-        if top not in trees:
-            trees[top] = json.loads(fields[top]) if top in fields else None
-        tree = trees[top]
-        if not is_dict(tree):
-            if change.value is None:
-                continue
-            tree = trees[top] = {}
-        if apply_change(tree, Change(tuple(rest), change.value)):
+        if top not in trees and top in fields:
+            trees[top] = json.loads(fields[top])
+        if apply_change(trees, change):
             dirty.add(top)
     for top in dirty:
         fields[top] = dumps(trees[top]).encode()

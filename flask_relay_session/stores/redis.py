@@ -12,10 +12,14 @@ layout, ``"json"`` or ``"hash"`` (see :mod:`flask_relay_session.stores.layouts`)
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import time
 import typing as t
 
+import redis
+from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError
 from redis.exceptions import ResponseError
 
@@ -24,18 +28,24 @@ from ..errors import SessionDepthError
 from ..errors import SessionStoreError
 from .base import MAX_REDIRECT_DEPTH
 from .base import Change
+from .base import EntryKind
 from .base import MergeResult
 from .base import MergeStatus
+from .base import SessionRecord
 from .base import StoredSession
 from .base import too_large
 from .layouts import LAYOUTS
+from .layouts import LAYOUTS_BY_TYPE
+from .layouts import Command
 from .layouts import NotASession
+from .layouts import text
 from .scripts import LuaScript
-from .scripts import RedisClient
-from .scripts import store_failed
-from .scripts import text
+from .scripts import ScriptCall
 
 logger = logging.getLogger("flask_relay_session")
+
+#: A standalone, Sentinel or cluster client of redis-py.
+RedisClient = t.Union["redis.Redis", "redis.cluster.RedisCluster"]
 
 #: How often a rotation copies a session that keeps changing before it
 #: gives up and lets the caller wait and retry.
@@ -44,6 +54,27 @@ ROTATE_ATTEMPTS = 5
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@contextlib.contextmanager
+def redis_errors(script: LuaScript | None = None) -> t.Iterator[None]:
+    """Raise a failure of Redis as :class:`SessionStoreError`, saying what to
+    check: the one way the store reports one.
+
+    :param script: the script being run, whose error messages then name the
+        file and line of ``stores/lua`` they mean (see
+        :meth:`LuaScript.where`).
+    """
+    try:
+        yield
+    except RedisError as error:
+        message = f"{type(error).__name__}: {str(error).rstrip('.')}"
+        if script is not None:
+            message = script.where(message)
+        raise SessionStoreError(
+            f"the session store failed: {message}. Check that Redis is running"
+            " and reachable with RELAY_SESSION_REDIS."
+        ) from error
 
 
 def _wrong_type(reply: object) -> bool:
@@ -65,12 +96,24 @@ def _foreign(sid: str, what: str) -> None:
     )
 
 
+def _glob_escape(pattern: str) -> str:
+    """Escape the characters that are special in a ``SCAN MATCH`` pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", pattern)
+
+
+def _pttl(value: int) -> int | None:
+    """``PTTL``'s answer, with ``None`` for no key (-2) or no expiry (-1)."""
+    return None if value < 0 else int(value)
+
+
 class RedisSessionStore:
     """A :class:`~flask_relay_session.SessionStore` in Redis.
 
     Works with a standalone :class:`redis.Redis` client, a
     :class:`redis.cluster.RedisCluster` and a Sentinel master, speaking RESP2
-    or RESP3, with ``decode_responses`` on or off.
+    or RESP3, with ``decode_responses`` on or off. It also implements
+    :class:`~flask_relay_session.stores.SessionStoreAdmin`, for the
+    ``flask relay-session`` commands.
 
     :param redis: the client.
     :param prefix: the prefix of session keys.
@@ -101,6 +144,8 @@ class RedisSessionStore:
         self._layout = LAYOUTS[layout]()
         self._lock = LuaScript("lock")
         self._unlock = LuaScript("unlock")
+        #: The SHA1 digests of the scripts sent to the server already.
+        self._sent: set[str] = set()
         if preload_script:
             self.load_scripts()
 
@@ -111,11 +156,10 @@ class RedisSessionStore:
 
     def load_scripts(self) -> None:
         """Load every script into the server with ``SCRIPT LOAD``."""
-        try:
-            for script in self.scripts:
-                script.load(self.redis)
-        except RedisError as error:
-            raise SessionStoreError(f"cannot load the Lua scripts: {error}") from error
+        for script in self.scripts:
+            with redis_errors(script):
+                self.redis.script_load(script.source)
+            self._sent.add(script.sha)
 
     def session_key(self, sid: str) -> str:
         """Return the key of the session ``sid``."""
@@ -160,12 +204,12 @@ class RedisSessionStore:
         previous: tuple[str, int] | None = None
         for _ in range(MAX_REDIRECT_DEPTH + 1):
             key = self.session_key(sid)
-            try:
+            with redis_errors():
                 pipe = self.redis.pipeline(transaction=False)
                 if previous is not None:
                     pipe.pexpireat(*previous)
                     pipe.pttl(previous[0])
-                layout.fetch(pipe, key)
+                pipe.execute_command(layout.read_command, key)
                 if ttl is None:
                     pipe.pttl(key)
                 else:
@@ -173,11 +217,9 @@ class RedisSessionStore:
                 # A key of the wrong type answers WRONGTYPE, which is no
                 # failure of the store.
                 replies = pipe.execute(raise_on_error=False)
-            except RedisError as error:
-                raise store_failed(error) from error
-            for reply in replies:
-                if isinstance(reply, RedisError) and not _wrong_type(reply):
-                    raise store_failed(reply) from reply
+                for reply in replies:
+                    if isinstance(reply, RedisError) and not _wrong_type(reply):
+                        raise reply
             if previous is not None:
                 # PTTL -2: the redirect followed last was past its grace
                 # period, and PEXPIREAT dropped it.
@@ -209,7 +251,7 @@ class RedisSessionStore:
                 _foreign(sid, str(error))
                 return None
             for rotated in visited[:-1]:
-                self._call(layout.repoint, [self.session_key(rotated)], [sid])
+                self._send(layout.repoint([self.session_key(rotated)], [sid]))
             return StoredSession(
                 sid=sid,
                 data=data,
@@ -226,7 +268,7 @@ class RedisSessionStore:
         """Extend the lifetime of ``sid`` with one script that ends in a
         ``PEXPIRE``; a redirect's grace period is left as it is.
         """
-        return bool(self._call(self._layout.touch, [self.session_key(sid)], [ttl]))
+        return bool(self._send(self._layout.touch([self.session_key(sid)], [ttl])))
 
     def merge(
         self,
@@ -267,7 +309,7 @@ class RedisSessionStore:
         keys = [self.session_key(sid), self.lock_key(sid)]
         if release_lock and lock_token:
             keys.append(self.receipt_key(sid))
-        reply = self._call(self._layout.merge, keys, args)
+        reply = self._send(self._layout.merge(keys, args))
         status = text(reply[0])
         if status == "done":
             return MergeResult(
@@ -311,11 +353,14 @@ class RedisSessionStore:
         """
         layout = self._layout
         key = self.session_key(sid)
-        try:
-            snapshot = layout.fetch(self.redis, key)
-        except RedisError as error:
-            if not _wrong_type(error):
-                raise store_failed(error) from error
+        with redis_errors():
+            try:
+                snapshot = self._execute(layout.read_command, key)
+            except ResponseError as error:
+                if not _wrong_type(error):
+                    raise
+                snapshot = error
+        if _wrong_type(snapshot):
             _foreign(sid, f"a key that is not a Redis {layout.redis_type}")
             return MergeResult(MergeStatus.MISSING)
         if layout.missing(snapshot):
@@ -332,8 +377,8 @@ class RedisSessionStore:
             return MergeResult(MergeStatus.REDIRECTED, redirect_to=target)
         for attempt in range(ROTATE_ATTEMPTS):
             try:
-                created_at = layout.copy(
-                    self,
+                copy = layout.copy(
+                    self.session_key(new_sid),
                     new_sid,
                     snapshot,
                     changes,
@@ -347,10 +392,12 @@ class RedisSessionStore:
                     self.delete(new_sid)
                 _foreign(sid, str(error))
                 return MergeResult(MergeStatus.MISSING)
-            reply = self._call(
-                layout.rotate,
-                [self.session_key(sid), self.lock_key(sid)],
-                [lock_token or "", layout.fingerprint(snapshot), new_sid, grace],
+            self._send(copy.write)
+            reply = self._send(
+                layout.rotate(
+                    [key, self.lock_key(sid)],
+                    [lock_token or "", layout.fingerprint(snapshot), new_sid, grace],
+                )
             )
             status = text(reply[0])
             if status == "done" or (
@@ -359,7 +406,7 @@ class RedisSessionStore:
                 status == "redirected" and text(reply[1]) == new_sid
             ):
                 return MergeResult(
-                    MergeStatus.DONE, created_at=created_at, expires_at=now + ttl
+                    MergeStatus.DONE, created_at=copy.created_at, expires_at=now + ttl
                 )
             if status != "changed":
                 self.delete(new_sid)
@@ -379,13 +426,11 @@ class RedisSessionStore:
         """Set the end of a redirect's grace period back to ``expires``, in
         case a load's ``PEXPIRE`` extended it; return whether it lasts.
         """
-        try:
+        with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             pipe.pexpireat(key, expires)
             pipe.pttl(key)
             return bool(pipe.execute()[1] != -2)
-        except RedisError as error:
-            raise store_failed(error) from error
 
     def delete(self, sid: str) -> None:
         """Delete the session ``sid``, following rotation redirects.
@@ -406,7 +451,7 @@ class RedisSessionStore:
         """
         redirects: list[str] = []
         for _ in range(MAX_REDIRECT_DEPTH + 1):
-            reply = self._call(self._layout.destroy, [self.session_key(sid)], [])
+            reply = self._send(self._layout.destroy([self.session_key(sid)], []))
             if text(reply[0]) != "redirected":
                 break
             redirects.append(sid)
@@ -417,13 +462,11 @@ class RedisSessionStore:
             del redirects[1:]
         if not redirects:
             return
-        try:
+        with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for rotated in redirects:
                 pipe.delete(self.session_key(rotated))
             pipe.execute()
-        except RedisError as error:
-            raise store_failed(error) from error
 
     def lock(self, sid: str, token: str, ttl: int) -> bool:
         """Take the lock with ``SET <lock key> <token> NX PX <ttl>``.
@@ -431,23 +474,148 @@ class RedisSessionStore:
         A script, so that a client that re-sent it after a lost reply finds
         its own token and does not wait for its own lock to expire.
         """
-        return bool(self._call(self._lock, [self.lock_key(sid)], [token, ttl]))
+        return bool(self._send(self._lock([self.lock_key(sid)], [token, ttl])))
 
     def unlock(self, sid: str, token: str) -> bool:
         """Release the lock if ``token`` holds it, with a compare-and-delete."""
-        return bool(self._call(self._unlock, [self.lock_key(sid)], [token]))
+        return bool(self._send(self._unlock([self.lock_key(sid)], [token])))
 
     def is_locked(self, sid: str) -> bool:
         """Return whether the lock key exists."""
-        try:
+        with redis_errors():
             return bool(self.redis.exists(self.lock_key(sid)))
-        except RedisError as error:
-            raise store_failed(error) from error
 
-    def _call(
-        self, script: LuaScript, keys: t.Sequence[str], args: t.Sequence[t.Any]
-    ) -> t.Any:
-        try:
-            return script(self.redis, keys, args)
-        except RedisError as error:
-            raise store_failed(error) from error
+    def _send(self, write: Command | ScriptCall) -> t.Any:
+        """Send a plain command or run a script, and return its reply.
+
+        The first run of a script sends its source with ``EVAL``, which also
+        makes the server cache it; later runs send only ``EVALSHA``. A
+        server that forgot the script (``SCRIPT FLUSH``, a restart, a
+        failover, another cluster node) answers ``NOSCRIPT``, and the run is
+        repeated with ``EVAL``.
+        """
+        if isinstance(write, Command):
+            with redis_errors():
+                return self._execute(*write.args)
+        script, keys = write.script, write.keys
+        with redis_errors(script):
+            if script.sha in self._sent:
+                try:
+                    return self.redis.evalsha(script.sha, len(keys), *keys, *write.args)
+                except NoScriptError:
+                    pass
+            reply = self.redis.eval(script.source, len(keys), *keys, *write.args)
+        self._sent.add(script.sha)
+        return reply
+
+    def _execute(self, *args: t.Any) -> t.Any:
+        """Send the command ``args`` and return its reply."""
+        client: t.Any = self.redis  # RedisCluster's execute_command is untyped.
+        return client.execute_command(*args)
+
+    # The operator's view: SessionStoreAdmin.
+
+    def ping(self) -> list[str]:
+        """Ping the server, name the version of every Redis node used, and
+        load the scripts with ``SCRIPT LOAD``.
+        """
+        lines = [
+            f"store: Redis, {self.layout} layout, sessions"
+            f" {self.session_key('<sid>')}, locks {self.lock_key('<sid>')}"
+        ]
+        with redis_errors():
+            self.redis.ping()
+            for node, version in self._servers():
+                lines.append(f"server: Redis {version} at {node}")
+            known = self.redis.script_exists(*(s.sha for s in self.scripts))
+        self.load_scripts()
+        lines.append(
+            f"scripts: {len(self.scripts)} loaded with SCRIPT LOAD"
+            f" (already cached: {sum(map(bool, known))})"
+        )
+        return lines
+
+    def _servers(self) -> list[tuple[str, str]]:
+        """Return where each Redis node used is, and its version."""
+        client: t.Any = self.redis
+        if hasattr(client, "get_primaries"):
+            return [
+                (
+                    f"{node.host}:{node.port} (cluster primary)",
+                    client.info("server", target_nodes=node)["redis_version"],
+                )
+                for node in client.get_primaries()
+            ]
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+        if hasattr(pool, "get_master_address"):
+            host, port = pool.get_master_address()
+            where = f"{host}:{port} (Sentinel master {pool.service_name!r})"
+        elif "path" in kwargs:
+            where = kwargs["path"]
+        else:
+            where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        info = client.info("server")
+        return [(f"{where} db {kwargs.get('db', 0)}", info["redis_version"])]
+
+    def scan(self, *, batch: int = 1000) -> t.Iterator[tuple[EntryKind, str]]:
+        """Walk the keys under the prefix with incremental ``SCAN`` (every
+        primary of a cluster), never ``KEYS``, so that Redis keeps serving.
+
+        :param batch: the ``COUNT`` hint of each ``SCAN`` call.
+        """
+        # The sid pattern is that of the key methods above.
+        session = re.compile(re.escape(self.prefix) + r"\{([^{}]+)\}")
+        lock = re.compile(re.escape(self.prefix + self.lock_prefix) + r"\{([^{}]+)\}")
+        with redis_errors():
+            for raw in self.redis.scan_iter(
+                match=_glob_escape(self.prefix) + "*", count=batch
+            ):
+                key = text(raw)
+                if found := lock.fullmatch(key):
+                    yield "lock", found[1]
+                elif found := session.fullmatch(key):
+                    yield "session", found[1]
+
+    def size_hint(self) -> int:
+        """Return the number of keys in the database (``DBSIZE``), on every
+        primary of a cluster.
+        """
+        client: t.Any = self.redis
+        with redis_errors():
+            if hasattr(client, "get_primaries"):
+                return int(client.dbsize(target_nodes=client.PRIMARIES))
+            return int(client.dbsize())
+
+    def show(self, sid: str) -> SessionRecord | None:
+        """Read the key of ``sid`` as its ``TYPE`` says, in either layout,
+        with its ``PTTL`` and its lock's.
+        """
+        key = self.session_key(sid)
+        with redis_errors():
+            kind = text(self.redis.type(key))
+            if kind == "none":
+                return None
+            layout = LAYOUTS_BY_TYPE.get(kind)
+            if layout is None:
+                document: dict[str, t.Any] = {"unexpected type": kind}
+                redirect_to = None
+            else:
+                snapshot = self._execute(layout.read_command, key)
+                if layout.missing(snapshot):
+                    return None
+                document, redirect_to = layout.show(snapshot)
+            ttl = self.redis.pttl(key)
+            lock_ttl = self.redis.pttl(self.lock_key(sid))
+        return SessionRecord(
+            document=document,
+            ttl=_pttl(ttl),
+            redirect_to=redirect_to,
+            lock_ttl=_pttl(lock_ttl),
+            key=key,
+        )
+
+    def break_lock(self, sid: str) -> bool:
+        """Delete the lock key, whoever holds it."""
+        with redis_errors():
+            return bool(self.redis.delete(self.lock_key(sid)))

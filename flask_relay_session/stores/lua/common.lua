@@ -1,13 +1,23 @@
--- Functions shared by the session scripts. flask-relay-session sends this
--- file in front of each script that uses it, so each script stays one
--- self-contained EVAL.
+-- The definitions shared by the session scripts: a library, not a script.
+--
+-- Each top-level `local` below, with the comment right above it, is one
+-- definition. A script names the definitions it uses in `-- uses:` lines,
+-- and so does a definition that uses others, last in its comment.
+-- flask-relay-session sends a script with the definitions it needs,
+-- directly or not, in front of it, in the order of this file and then
+-- hash_common.lua (see stores/scripts.py): a definition uses only those
+-- above it, and each script stays one self-contained EVAL that carries only
+-- what it uses.
 
--- cjson settings are global to the server, and any script may change them:
--- every script that includes this file starts by setting the ones it relies on.
-cjson.encode_number_precision(14)
-cjson.encode_max_depth(1000)
-cjson.decode_max_depth(1000)
-cjson.encode_sparse_array(false, 2, 10)
+-- cjson, set up as the scripts rely on it: code here says `json`, never
+-- `cjson`. cjson's settings are global to the server and any script may
+-- change them, so every script that encodes or decodes JSON sets them
+-- first, by using this.
+local json = cjson
+json.encode_number_precision(14)
+json.encode_max_depth(1000)
+json.decode_max_depth(1000)
+json.encode_sparse_array(false, 2, 10)
 
 -- The reply that refuses a write because of the lock, or nil to go on.
 -- A caller with a token must still hold the lock; a caller without one must
@@ -33,20 +43,22 @@ local RESEND_WINDOW = 60000
 -- `release` true), leaving a short-lived receipt of the write's `reply` under
 -- `receipt_key`: a client that re-sends the script after a lost reply finds
 -- the lock gone, and gets the same reply instead of "lock_lost".
+-- uses: json, RESEND_WINDOW
 local function finish(lock_key, receipt_key, release, reply)
   if release and ARGV[1] ~= "" then
     redis.call("DEL", lock_key)
-    redis.call("SET", receipt_key, ARGV[1] .. " " .. cjson.encode(reply), "PX", RESEND_WINDOW)
+    redis.call("SET", receipt_key, ARGV[1] .. " " .. json.encode(reply), "PX", RESEND_WINDOW)
   end
   return reply
 end
 
 -- The reply a re-sent write that released the lock got the first time, or
 -- nil.
+-- uses: json
 local function receipt(receipt_key, token)
   local stored = redis.call("GET", receipt_key)
   if stored and string.sub(stored, 1, #token + 1) == token .. " " then
-    return cjson.decode(string.sub(stored, #token + 2))
+    return json.decode(string.sub(stored, #token + 2))
   end
   return nil
 end
@@ -69,12 +81,13 @@ end
 -- when the redirect's grace period ends (nil if it does not say). A
 -- redirect is short; decoding a long session here would block Redis for
 -- nothing. Twin: `JsonLayout.redirect` in stores/layouts.py.
+-- uses: json, is_id, is_meta_number
 local function redirect_target(raw)
   if #raw >= 512 or not string.find(raw, '"redirectTo"', 1, true) then
     return nil
   end
-  local ok, doc = pcall(cjson.decode, raw)
-  if not ok or type(doc) ~= "table" or doc.data ~= cjson.null
+  local ok, doc = pcall(json.decode, raw)
+  if not ok or type(doc) ~= "table" or doc.data ~= json.null
     or type(doc.meta) ~= "table" then
     return nil
   end
@@ -90,8 +103,9 @@ end
 -- PEXPIRE without a script, so a rotation landing between the two can
 -- leave the redirect with a session's TTL; the next load restores the end
 -- with PEXPIREAT, and writes check it here.
+-- uses: json
 local function redirect_document(target, expires)
-  return cjson.encode({data = cjson.null, meta = {redirectTo = target, expiresAt = expires}})
+  return json.encode({data = json.null, meta = {redirectTo = target, expiresAt = expires}})
 end
 
 -- The server's clock, in milliseconds since the epoch.
@@ -102,12 +116,14 @@ end
 
 -- Whether a redirect whose grace period ends at `expires` (nil: it does not
 -- say, and its TTL is the truth) is over.
+-- uses: server_now
 local function grace_over(expires)
   return expires ~= nil and expires <= server_now()
 end
 
--- A tag is a one-key object whose key is a space and one letter. A user's
--- key " " is stored as two spaces: that dict is no tag.
+-- A tag is a one-key object whose key is a space and one ASCII letter. A
+-- user's key " " is stored as two spaces: that dict is no tag. Twin: the
+-- tag test of `is_dict` in stores/paths.py.
 local function is_tag(value)
   local key = next(value)
   return type(key) == "string" and string.find(key, "^ %a$") ~= nil
@@ -115,11 +131,14 @@ local function is_tag(value)
 end
 
 -- Whether a decoded value is a dict: not a list, a scalar or a tagged value.
+-- Twin: `is_dict` in stores/paths.py.
+-- uses: is_tag
 local function is_dict(value)
   return type(value) == "table" and value[1] == nil and not is_tag(value)
 end
 
 -- The dict at parent[key], replacing whatever else is there.
+-- uses: is_dict
 local function dict_at(parent, key)
   local child = parent[key]
   if not is_dict(child) then
@@ -129,11 +148,13 @@ local function dict_at(parent, key)
   return child
 end
 
--- Apply one change to the decoded tree `root`, whose keys are the first
--- keys of the paths. The path is ARGV[first .. last]; a set's value JSON is
--- ARGV[last + 1]. Setting creates the dicts above the path and replaces
--- anything there that is not a dict; deleting a path that does not exist
--- does nothing. Returns whether anything changed.
+-- The merge rule of one change, the only one in Lua: apply it to the
+-- decoded tree `root`, whose keys are the first keys of the paths. The path
+-- is ARGV[first .. last]; a set's value JSON is ARGV[last + 1]. Setting
+-- creates the dicts above the path and replaces anything there that is not
+-- a dict; deleting a path that does not exist does nothing. Returns whether
+-- anything changed. Twin: `apply_change` in stores/paths.py.
+-- uses: json, is_dict, dict_at
 local function apply_change(root, op, first, last)
   local node = root
   for position = first, last - 1 do
@@ -147,7 +168,7 @@ local function apply_change(root, op, first, last)
     end
   end
   if op == "s" then
-    node[ARGV[last]] = cjson.decode(ARGV[last + 1])
+    node[ARGV[last]] = json.decode(ARGV[last + 1])
     return true
   end
   if node[ARGV[last]] == nil then
@@ -176,10 +197,11 @@ end
 -- here is stored, and measured against RELAY_SESSION_MAX_SIZE, exactly as
 -- the same value sent whole by Python (see `session_size` in
 -- stores/paths.py).
+-- uses: json, as_python_writes
 local function encode(value)
-  local json = cjson.encode(value)
-  if string.find(json, "\\/", 1, true) or string.find(json, "\\u007f", 1, true) then
-    json = string.gsub(json, "\\(.)(%x?%x?%x?%x?)", as_python_writes)
+  local text = json.encode(value)
+  if string.find(text, "\\/", 1, true) or string.find(text, "\\u007f", 1, true) then
+    text = string.gsub(text, "\\(.)(%x?%x?%x?%x?)", as_python_writes)
   end
-  return json
+  return text
 end

@@ -13,6 +13,8 @@
 --
 -- Returns {"redirected", sid} for a redirect within its grace period, or
 -- {"deleted"} once the key is gone (it may never have existed).
+--
+-- uses: redirect_target, grace_over
 
 if redis.call("TYPE", KEYS[1])["ok"] == "string"
   and redis.call("STRLEN", KEYS[1]) < 512 then

@@ -9,6 +9,8 @@
 --
 -- Returns {"redirected", sid} for a redirect within its grace period, or
 -- {"deleted"} once the key is gone (it may never have existed).
+--
+-- uses: grace_over, hash_state
 
 local state, found = hash_state(KEYS[1])
 if state == "redirect" and not grace_over(found.expires) then

@@ -30,6 +30,9 @@
 -- deeper path decodes and re-encodes its own field only, written as Python
 -- writes it (see `encode` in common.lua). The size is kept up to date from
 -- the lengths of the touched fields.
+--
+-- uses: json, lock_refusal, finish, receipt, grace_over, apply_change
+-- uses: encode, CREATED, EXPIRES, SIZE, META_FIELDS, VERSION, hash_state
 
 local key = KEYS[1]
 local release = #KEYS == 3
@@ -90,12 +93,12 @@ local function decode(field)
   if decoded[field] then
     return true
   end
-  local json = raw[field]
-  if json == nil then
-    json = redis.call("HGET", key, field)
+  local stored = raw[field]
+  if stored == nil then
+    stored = redis.call("HGET", key, field)
   end
-  if json then
-    local ok, value = pcall(cjson.decode, json)
+  if stored then
+    local ok, value = pcall(json.decode, stored)
     if not ok then
       return false
     end

@@ -5,6 +5,8 @@
 --
 -- Returns 1 when the redirect was shortened, 0 when the key is no longer a
 -- redirect (it expired, or was never one).
+--
+-- uses: REDIRECT, hash_state
 
 local state, found = hash_state(KEYS[1])
 if state ~= "redirect" then

@@ -18,6 +18,9 @@
 -- `hash_state` in hash_common.lua), {"changed", {field, value, ...}} when a
 -- concurrent write changed the session since it was copied (copy it again
 -- and retry; the copy checks every field), or {"done"}.
+--
+-- uses: lock_refusal, RESEND_WINDOW, server_now, grace_over, EXPIRES
+-- uses: VERSION, REDIRECT, hash_state
 
 local refusal = lock_refusal(KEYS[2], ARGV[1])
 if refusal then

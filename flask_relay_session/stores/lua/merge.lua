@@ -22,6 +22,9 @@
 -- Nothing is written unless the reply is "done".
 -- A re-sent script whose first run released the lock gets the first run's
 -- reply again (see `finish` in common.lua).
+--
+-- uses: json, lock_refusal, finish, receipt, is_meta_number, redirect_target
+-- uses: grace_over, is_dict, apply_change, encode
 
 -- The session document `raw` holds, decoded, or nil and what it holds
 -- instead: not JSON, or JSON whose "data" is not a dict or whose "meta" has
@@ -29,7 +32,7 @@
 -- is a list if "data" is followed by "[". Twin: `JsonLayout.read` in
 -- stores/layouts.py, which also decodes every tagged value.
 local function session_document(raw)
-  local ok, doc = pcall(cjson.decode, raw)
+  local ok, doc = pcall(json.decode, raw)
   if not ok then
     return nil, "a string that is not JSON"
   elseif type(doc) ~= "table" then
@@ -50,9 +53,9 @@ end
 local function encode_data(data)
   local members, size = {}, 0
   for key, value in pairs(data) do
-    local json = encode(value)
-    size = size + #key + #json
-    members[#members + 1] = encode(key) .. ":" .. json
+    local text = encode(value)
+    size = size + #key + #text
+    members[#members + 1] = encode(key) .. ":" .. text
   end
   return "{" .. table.concat(members, ",") .. "}", size
 end
@@ -127,6 +130,6 @@ if size > tonumber(ARGV[5]) then
 end
 doc.meta.expiresAt = now + ttl
 doc.data = nil
-local meta = cjson.encode(doc.meta)
+local meta = json.encode(doc.meta)
 redis.call("SET", KEYS[1], '{"data":' .. encoded .. ',"meta":' .. meta .. "}", "PX", ttl)
 return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0})

@@ -5,6 +5,8 @@
 --
 -- Returns 1 when the redirect was shortened, 0 when the key is no longer a
 -- redirect (it expired, or was never one).
+--
+-- uses: redirect_target, redirect_document
 
 if redis.call("TYPE", KEYS[1])["ok"] ~= "string" then
   return 0

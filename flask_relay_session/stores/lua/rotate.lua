@@ -21,6 +21,9 @@
 -- {"changed", document} when a concurrent write changed the document since
 -- it was copied (copy it again and retry; the copy checks that it is a
 -- session), or {"done"}.
+--
+-- uses: lock_refusal, RESEND_WINDOW, redirect_target, redirect_document
+-- uses: grace_over, server_now
 
 local refusal = lock_refusal(KEYS[2], ARGV[1])
 if refusal then

@@ -7,6 +7,8 @@
 -- exist, is not a string, or holds a redirect, whose grace period must not
 -- grow. Only short documents can be redirects, so a session is never read
 -- here: a string that is not a session is found by the next load or write.
+--
+-- uses: redirect_target
 
 if redis.call("TYPE", KEYS[1])["ok"] ~= "string" then
   return 0
