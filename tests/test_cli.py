@@ -29,15 +29,10 @@ from flask_relay_session.stores import MergeResult
 from flask_relay_session.stores import SessionRecord
 from flask_relay_session.stores import StoredSession
 
+from .helpers import sid_of
 from .redis_servers import free_port
 
 MakeApp = t.Callable[..., Flask]
-
-
-def sid_of(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
 
 
 def run(app: Flask, *args: str) -> Result:

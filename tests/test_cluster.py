@@ -29,6 +29,8 @@ from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 from flask_relay_session.serialization import loads
 
+from .helpers import client_with
+from .helpers import sid_of
 from .redis_topologies import LocalCluster
 
 LAYOUTS = ("json", "hash")
@@ -106,18 +108,6 @@ def make_cluster_app(
         return "ok"
 
     return app
-
-
-def sid_of(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
-
-
-def client_with(app: Flask, cookie: str) -> FlaskClient:
-    client = app.test_client()
-    client.set_cookie("session", cookie)
-    return client
 
 
 def post_json(client: FlaskClient, url: str, payload: t.Any) -> None:

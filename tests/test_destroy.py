@@ -38,11 +38,11 @@ from flask_relay_session.stores.base import Change
 from flask_relay_session.stores.base import MergeStatus
 
 from .conftest import missing
+from .helpers import Store
+from .helpers import end_grace_now
+from .helpers import now_ms
 from .redis_servers import RedisServer
 from .redis_topologies import LocalCluster
-from .store_helpers import Store
-from .store_helpers import end_grace_now
-from .store_helpers import now_ms
 from .test_expiry import Clock
 from .wsgi_servers import GunicornServer
 from .wsgi_servers import HttpClient

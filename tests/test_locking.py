@@ -22,6 +22,8 @@ from flask.testing import FlaskClient
 from flask_relay_session import SessionLockError
 from flask_relay_session import SessionStore
 
+from .helpers import sid_of
+
 MakeApp = t.Callable[..., Flask]
 
 FAST_LOCKS = {"RELAY_SESSION_LOCK_RETRIES": 3, "RELAY_SESSION_LOCK_BACKOFF": 0.01}
@@ -29,12 +31,6 @@ FAST_LOCKS = {"RELAY_SESSION_LOCK_RETRIES": 3, "RELAY_SESSION_LOCK_BACKOFF": 0.0
 
 def store_of(app: Flask) -> SessionStore:
     return t.cast(SessionStore, app.extensions["relay_session"].store)
-
-
-def sid_of(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
 
 
 def add_routes(app: Flask) -> Flask:

@@ -27,7 +27,7 @@ from flask_relay_session.stores.scripts import parse_library
 from flask_relay_session.stores.scripts import read
 from flask_relay_session.stores.scripts import uses
 
-from .store_helpers import now_ms
+from .helpers import now_ms
 
 #: Every script the package ships: the ``.lua`` files that are no library.
 SCRIPTS = sorted(

@@ -39,7 +39,7 @@ from flask_relay_session.stores.paths import dumps
 from flask_relay_session.stores.paths import is_dict
 from flask_relay_session.stores.paths import session_size
 
-from .store_helpers import now_ms
+from .helpers import now_ms
 
 KEYS = st.sampled_from(["a", "b", "1", "", " t", " l", "  ", " é", "é/\x7f"])
 

@@ -23,13 +23,10 @@ from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 from flask_relay_session import SessionChainError
 
+from .helpers import client_with
+from .helpers import sid_of
+
 MakeApp = t.Callable[..., Flask]
-
-
-def sid_of(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
 
 
 def stored_state(app: Flask, sid: str) -> t.Any:
@@ -64,12 +61,6 @@ def stored_state(app: Flask, sid: str) -> t.Any:
     if document["data"] is None:
         return ("redirect", document["meta"]["redirectTo"])
     return document["data"]
-
-
-def client_with(app: Flask, cookie: str) -> FlaskClient:
-    client = app.test_client()
-    client.set_cookie("session", cookie)
-    return client
 
 
 @pytest.fixture

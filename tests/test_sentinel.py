@@ -19,7 +19,6 @@ from flask import Flask
 from flask import jsonify
 from flask import request
 from flask import session
-from flask.testing import FlaskClient
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError
 from redis.exceptions import TimeoutError
@@ -29,6 +28,7 @@ from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 
 from .conftest import needs_redis7
+from .helpers import sid_of
 from .redis_servers import no_retry
 from .redis_topologies import LocalSentinel
 
@@ -80,12 +80,6 @@ def make_app(client: redis.Redis) -> Flask:
         return "ok"
 
     return app
-
-
-def sid_of(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
 
 
 def test_sessions_written_before_a_failover_are_served_by_the_new_primary(

@@ -37,8 +37,8 @@ from flask_relay_session.stores.base import Change
 from flask_relay_session.stores.base import MergeStatus
 from flask_relay_session.stores.paths import session_size
 
-from .store_helpers import Store
-from .store_helpers import now_ms
+from .helpers import Store
+from .helpers import now_ms
 from .test_serialization import _keys
 from .test_serialization import values
 

@@ -25,15 +25,11 @@ from flask.testing import FlaskClient
 
 from flask_relay_session import signals
 
+from .helpers import sid_of
+
 MakeApp = t.Callable[..., Flask]
 
 FAST_LOCKS = {"RELAY_SESSION_LOCK_RETRIES": 2, "RELAY_SESSION_LOCK_BACKOFF": 0.01}
-
-
-def sid_of(client: FlaskClient) -> str:
-    cookie = client.get_cookie("session")
-    assert cookie is not None
-    return cookie.value.split(".")[0]
 
 
 @contextmanager

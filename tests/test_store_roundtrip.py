@@ -30,9 +30,9 @@ from flask_relay_session.stores.base import MergeResult
 from flask_relay_session.stores.base import MergeStatus
 from flask_relay_session.stores.memory import _Entry
 
-from .store_helpers import Store
-from .store_helpers import end_grace_now
-from .store_helpers import now_ms
+from .helpers import Store
+from .helpers import end_grace_now
+from .helpers import now_ms
 from .test_serialization import TRICKY
 from .test_serialization import assert_same
 from .test_serialization import values

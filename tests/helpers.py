@@ -1,7 +1,10 @@
-"""Helpers for tests that drive a store directly, without an app.
+"""Helpers the test modules share.
 
-The ``store`` fixture (in ``conftest.py``) gives a store of each kind;
-these are what such tests share.
+- :func:`sid_of` and :func:`client_with`: the session id a test client
+  holds, and a new client holding a given cookie.
+- For tests that drive a store directly (the ``store`` fixture in
+  ``conftest.py`` gives one of each kind): :data:`Store`, :func:`now_ms`,
+  :func:`end_grace_now`.
 """
 
 from __future__ import annotations
@@ -9,8 +12,26 @@ from __future__ import annotations
 import json
 import time
 
+from flask import Flask
+from flask.testing import FlaskClient
+
 from flask_relay_session import MemorySessionStore
 from flask_relay_session import RedisSessionStore
+
+
+def sid_of(client: FlaskClient) -> str:
+    """The session id in the cookie ``client`` holds; it must hold one."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value.split(".")[0]
+
+
+def client_with(app: Flask, cookie: str) -> FlaskClient:
+    """A new test client of ``app`` holding the session cookie ``cookie``."""
+    client = app.test_client()
+    client.set_cookie("session", cookie)
+    return client
+
 
 #: Any store the ``store`` fixture gives.
 Store = MemorySessionStore | RedisSessionStore
