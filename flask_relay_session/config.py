@@ -310,6 +310,25 @@ def _duration(
     :param minimum_text: ``minimum`` as the error message states it.
     """
     value = config.get(key, default)
+    milliseconds = duration_ms(value, minimum=minimum)
+    if milliseconds is None:
+        raise _invalid(
+            key,
+            f"a number of seconds or a timedelta, from {minimum_text} to"
+            f" {_MAX_DURATION_TEXT}",
+            value,
+        )
+    return milliseconds
+
+
+def duration_ms(value: object, *, minimum: float) -> int | None:
+    """Return a duration in milliseconds, or ``None`` if it is not one.
+
+    :param value: a number of seconds or a :class:`~datetime.timedelta`;
+        booleans, NaN and infinities are not durations.
+    :param minimum: the shortest duration accepted, in seconds; the longest
+        is :data:`MAX_DURATION`.
+    """
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if (
         isinstance(seconds, bool)
@@ -317,12 +336,7 @@ def _duration(
         # NaN compares false, so it is refused too.
         or not minimum <= seconds <= MAX_DURATION.total_seconds()
     ):
-        raise _invalid(
-            key,
-            f"a number of seconds or a timedelta, from {minimum_text} to"
-            f" {_MAX_DURATION_TEXT}",
-            value,
-        )
+        return None
     return round(seconds * 1000)
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from .config import MAX_DURATION
 from .config import Settings
+from .config import duration_ms
 from .stores.base import SessionStore
 
 
@@ -93,14 +94,10 @@ class SessionPolicy:
         """
         if grace_period is None:
             return self.settings.rotation_grace_period or self.lifetime
-        seconds = (
-            grace_period.total_seconds()
-            if isinstance(grace_period, timedelta)
-            else grace_period
-        )
-        if not 0 <= seconds <= MAX_DURATION.total_seconds():
+        grace = duration_ms(grace_period, minimum=0)
+        if grace is None:
             raise ValueError(
                 "a grace period must be from 0 seconds to"
                 f" {MAX_DURATION.days} days; got {grace_period!r}"
             )
-        return round(seconds * 1000)
+        return grace

@@ -417,7 +417,7 @@ def test_rotation_with_no_grace_period_ends_the_old_id_at_once(
 
 
 @pytest.mark.parametrize(
-    "grace", [-1, float("nan"), float("inf"), 1e20, timedelta(days=3651)]
+    "grace", [-1, float("nan"), float("inf"), 1e20, timedelta(days=3651), True]
 )
 def test_a_grace_period_out_of_range_is_refused_and_nothing_changes(
     make_app: MakeApp, grace: t.Any

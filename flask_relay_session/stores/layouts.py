@@ -64,11 +64,10 @@ from ..serialization import loads
 from ..serialization import loads_fields
 from .base import Change
 from .base import as_shown
-from .base import too_large
 from .paths import apply_change
 from .paths import apply_changes_to_fields
+from .paths import checked_size
 from .paths import dumps
-from .paths import session_size
 from .scripts import LuaScript
 from .scripts import ScriptCall
 from .scripts import sha1
@@ -318,11 +317,9 @@ class JsonLayout(Layout):
         data = json.loads(snapshot)["data"]
         for change in changes:
             apply_change(data, change)
-        size = session_size(
-            {name: dumps(value).encode() for name, value in data.items()}
+        checked_size(
+            {name: dumps(value).encode() for name, value in data.items()}, max_size
         )
-        if size > max_size:
-            raise too_large(size, max_size)
         meta = {"id": sid, "createdAt": created_at, "expiresAt": now + ttl}
         encoded = dumps({"data": data, "meta": meta}).encode()
         return Copy(created_at, Command(("SET", key, encoded, "PX", ttl)))
@@ -444,9 +441,7 @@ class HashLayout(Layout):
         _, created_at = self.read(snapshot)
         data = self.data_fields(self.fields(snapshot))
         apply_changes_to_fields(data, changes)
-        size = session_size(data)
-        if size > max_size:
-            raise too_large(size, max_size)
+        size = checked_size(data, max_size)
         args: list[t.Any] = [ttl, CREATED, created_at, EXPIRES, now + ttl]
         args += [SIZE, size, VERSION, 1]
         for name, value in data.items():

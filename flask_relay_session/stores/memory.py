@@ -26,9 +26,8 @@ from .base import MergeStatus
 from .base import SessionRecord
 from .base import StoredSession
 from .base import as_shown
-from .base import too_large
 from .paths import apply_changes_to_fields
-from .paths import session_size
+from .paths import checked_size
 
 
 @dataclass
@@ -39,16 +38,6 @@ class _Entry:
     expires_at: int
     fields: dict[str, bytes] = field(default_factory=dict)
     redirect_to: str | None = None
-
-    def size(self) -> int:
-        """The size ``RELAY_SESSION_MAX_SIZE`` limits, as in every store."""
-        return session_size(self.fields)
-
-
-def _check_size(entry: _Entry, max_size: int) -> None:
-    size = entry.size()
-    if size > max_size:
-        raise too_large(size, max_size)
 
 
 class MemorySessionStore:
@@ -202,7 +191,7 @@ class MemorySessionStore:
                 )
             if ttl is not None:
                 updated.expires_at = now + ttl
-            _check_size(updated, max_size)
+            checked_size(updated.fields, max_size)
             self._sessions[sid] = updated
             if release:
                 del self._locks[sid]
@@ -239,7 +228,7 @@ class MemorySessionStore:
                 )
             moved = _Entry(entry.created_at, now + ttl, dict(entry.fields))
             apply_changes_to_fields(moved.fields, changes)
-            _check_size(moved, max_size)
+            checked_size(moved.fields, max_size)
             self._sessions[new_sid] = moved
             if grace > 0:
                 self._sessions[sid] = _Entry(

@@ -20,6 +20,7 @@ import json
 import typing as t
 
 from .base import Change
+from .base import too_large
 
 #: Encodes stored JSON the way the stores keep it: compact, UTF-8. The Lua
 #: scripts write what they re-encode the same way (``encode`` in
@@ -44,6 +45,17 @@ def session_size(fields: t.Mapping[str, bytes]) -> int:
         :data:`dumps` writes it.
     """
     return sum(len(key.encode()) + len(value) for key, value in fields.items())
+
+
+def checked_size(fields: t.Mapping[str, bytes], max_size: int) -> int:
+    """Return :func:`session_size` of ``fields``.
+
+    :raises SessionSerializationError: it is more than ``max_size``.
+    """
+    size = session_size(fields)
+    if size > max_size:
+        raise too_large(size, max_size)
+    return size
 
 
 #: What :meth:`dict.pop` returns for a key that is not there.
