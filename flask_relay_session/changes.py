@@ -13,6 +13,7 @@ from __future__ import annotations
 import typing as t
 
 from .errors import SessionSerializationError
+from .serialization import LazyValue
 from .serialization import dumps
 from .serialization import encode_key
 from .serialization import loads
@@ -27,21 +28,77 @@ Encoded = list[tuple[Path, "bytes | None"]]
 _MISSING = object()
 
 
-def _lookup(root: dict[str, t.Any], path: Path) -> t.Any:
-    """Return the value at ``path``, or ``_MISSING``; nothing is wrapped."""
-    node: t.Any = root
-    for key in path:
+class SessionData(TrackedDict):
+    """The top level of a session's data: a :class:`TrackedDict` whose
+    values may still be :class:`~flask_relay_session.serialization.LazyValue`,
+    each decoded in place the first time it is read.
+
+    Reading a value that does not decode raises
+    :exc:`~flask_relay_session.serialization.StoredValueError`.
+    """
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> t.Any:
+        value = dict.__getitem__(self, key)
+        if type(value) is LazyValue:
+            dict.__setitem__(self, key, value.decode())
+        return super().__getitem__(key)
+
+    def pop(self, key: str, *default: t.Any) -> t.Any:
+        """Remove ``key`` and return its value, or ``default``."""
+        if key in self:
+            self[key]
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, t.Any]:
+        """Remove and return the last inserted item."""
+        if self:
+            self[next(reversed(self))]
+        return super().popitem()
+
+    def decode_all(self) -> None:
+        """Decode every value not decoded yet."""
+        for key, value in dict.items(self):
+            if type(value) is LazyValue:
+                dict.__setitem__(self, key, value.decode())
+
+    def decoded(self, key: str) -> t.Any:
+        """Return the value of ``key`` decoded, untracked and unrecorded."""
+        value = dict.__getitem__(self, key)
+        if type(value) is LazyValue:
+            value = value.decode()
+            dict.__setitem__(self, key, value)
+        return value
+
+
+def _lookup(root: SessionData, path: Path) -> t.Any:
+    """Return the value at ``path``, or ``_MISSING``; nothing is wrapped.
+
+    A top-level value not decoded yet is returned as it is, a
+    :class:`~flask_relay_session.serialization.LazyValue`, when the path
+    ends there.
+    """
+    if path[0] not in root:
+        return _MISSING
+    if len(path) == 1:
+        return dict.__getitem__(root, path[0])
+    node = root.decoded(path[0])
+    for key in path[1:]:
         if not isinstance(node, dict) or key not in node:
             return _MISSING
         node = dict.__getitem__(node, key)
     return node
 
 
-def _place(root: dict[str, t.Any], path: Path, value: t.Any) -> None:
+def _place(root: SessionData, path: Path, value: t.Any) -> None:
     """Set or, with ``_MISSING``, delete the value at ``path``, unrecorded."""
     node: t.Any = root
     for key in path[:-1]:
-        child = dict.get(node, key)
+        if node is root and key in root:
+            child = root.decoded(key)
+        else:
+            child = dict.get(node, key)
         if not isinstance(child, dict):
             if value is _MISSING:
                 return
@@ -66,7 +123,7 @@ class Changes:
         #: The changed paths not saved yet.
         self.dirty = DirtyPaths()
         #: The session's data, tracked.
-        self.data = TrackedDict({}, self.dirty)
+        self.data = SessionData({}, self.dirty)
         #: ``session.modified`` was set to ``True`` by hand.
         self.forced = False
         #: The top-level keys read, or ``None`` once all of them were (the
@@ -81,11 +138,11 @@ class Changes:
     def drop(self) -> None:
         """Forget the changed paths and the data."""
         self.forget()
-        self.data = TrackedDict({}, self.dirty)
+        self.data = SessionData({}, self.dirty)
 
     def show(self, loaded: dict[str, t.Any]) -> None:
         """Show ``loaded`` with this request's changes on top."""
-        data = TrackedDict(loaded, self.dirty)
+        data = SessionData(loaded, self.dirty)
         for path in self.dirty:
             _place(data, path, _lookup(self.data, path))
         self.data = data
@@ -113,7 +170,12 @@ class Changes:
         encoded: Encoded = []
         for path in paths:
             value = _lookup(self.data, path)
-            encoded.append((path, None if value is _MISSING else dumps(value, path)))
+            if value is _MISSING:
+                encoded.append((path, None))
+            elif type(value) is LazyValue:
+                encoded.append((path, value.json))
+            else:
+                encoded.append((path, dumps(value, path)))
         return encoded
 
     def own(self) -> Encoded:
@@ -145,5 +207,10 @@ class Changes:
         """Keep only ``encoded`` (from :meth:`encode`), as pending changes."""
         self.drop()
         for path, value in encoded:
-            _place(self.data, path, _MISSING if value is None else loads(value))
+            if value is None:
+                _place(self.data, path, _MISSING)
+            elif len(path) == 1:
+                _place(self.data, path, LazyValue(value))
+            else:
+                _place(self.data, path, loads(value))
             self.dirty.mark(path)

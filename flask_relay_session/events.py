@@ -58,6 +58,20 @@ def load_missing(session: Session) -> None:
     _debug(session, "load", session.sid, ": missing, going on as a new session")
 
 
+def unreadable(session: Session, error: Exception) -> None:
+    """A value of the stored session does not decode: the request goes on
+    with a new session. ``error`` says why in words, never quoting the data.
+    """
+    logger.error(
+        "[%s] session %s… holds something that is not a session (%s); it is"
+        " left in place for inspection and the request goes on with a new"
+        " session",
+        session.log_id,
+        session.sid[:8],
+        error,
+    )
+
+
 def followed_redirect(session: Session, operation: str, target: str) -> None:
     """A load, save or rotation followed a rotation redirect to ``target``."""
     _debug(

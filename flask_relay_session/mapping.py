@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from flask.sessions import SessionMixin
 
 from .changes import Changes
+from .changes import SessionData
+from .serialization import StoredValueError
 from .tracking import Path
 
 _Self = t.TypeVar("_Self", bound="SessionMapping")
@@ -66,18 +68,28 @@ class SessionMapping(SessionMixin):
         """
         self._changes.forget()
 
-    def _data(self) -> dict[str, t.Any]:
+    def _data(self) -> SessionData:
         """The loaded data, for a method of the mapping."""
         self.accessed = True
         self._ensure_loaded()
         return self._changes.data
+
+    def _drop_unreadable(self, error: StoredValueError) -> None:
+        """Go on as a new session: the stored one holds a value that does
+        not decode.
+        """
+        raise NotImplementedError
 
     def __getitem__(self, key: str) -> t.Any:
         data = self._data()
         read_keys = self._changes.read_keys
         if read_keys is not None:
             read_keys.add(key)
-        return data[key]
+        try:
+            return data[key]
+        except StoredValueError as error:
+            self._drop_unreadable(error)
+        raise KeyError(key)
 
     def __setitem__(self, key: str, value: t.Any) -> None:
         self.accessed = True
@@ -86,15 +98,25 @@ class SessionMapping(SessionMixin):
     def __delitem__(self, key: str) -> None:
         del self._data()[key]
 
-    def __iter__(self) -> t.Iterator[str]:
+    def _all_data(self) -> dict[str, t.Any]:
+        """The loaded data, every value decoded, for a method that goes
+        over all of it: a value that does not decode is found before any
+        key is given out.
+        """
         data = self._data()
+        try:
+            data.decode_all()
+        except StoredValueError as error:
+            self._drop_unreadable(error)
+            data = self._changes.data
         self._changes.read_keys = None
-        return iter(list(data))
+        return data
+
+    def __iter__(self) -> t.Iterator[str]:
+        return iter(list(self._all_data()))
 
     def __reversed__(self) -> t.Iterator[str]:
-        data = self._data()
-        self._changes.read_keys = None
-        return reversed(list(data))
+        return reversed(list(self._all_data()))
 
     def __len__(self) -> int:
         return len(self._data())
@@ -136,7 +158,11 @@ class SessionMapping(SessionMixin):
         data = self._data()
         if not data:
             raise KeyError("popitem(): the session is empty")
-        return data.popitem()
+        try:
+            return data.popitem()
+        except StoredValueError as error:
+            self._drop_unreadable(error)
+        return self.popitem()
 
     def clear(self) -> None:
         """Remove every key; the save deletes the stored session."""

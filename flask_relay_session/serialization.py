@@ -305,14 +305,62 @@ def _decode_object(obj: dict[str, t.Any]) -> t.Any:
     return obj
 
 
-def loads_fields(fields: t.Mapping[str, bytes]) -> dict[str, t.Any]:
-    """Decode a mapping of stored top-level keys to their JSON.
+class StoredValueError(ValueError):
+    """A stored top-level value does not decode: it is not JSON written by
+    :func:`dumps`, or it nests deeper than :data:`MAX_DEPTH`.
 
-    :raises ValueError: a value is not JSON, or nests deeper than
-        :data:`MAX_DEPTH`.
+    Its message says why in words; it never quotes the data.
+    """
+
+
+#: What decoding a stored value can raise on data that :func:`dumps` did
+#: not write: JSON that does not parse (:exc:`ValueError`), and tags whose
+#: payload has the wrong type or form.
+DECODE_ERRORS = (ValueError, TypeError, AttributeError, RecursionError)
+
+
+class LazyValue:
+    """The stored JSON of one top-level value, decoded when first read.
+
+    A store's :meth:`~flask_relay_session.SessionStore.load` may give these
+    as values of :attr:`~flask_relay_session.stores.StoredSession.data`:
+    the session decodes each one the first time the request reads its key,
+    so a request that reads one key of a large session pays for that key
+    only. A value that is never read is written back, if at all, as it was
+    stored.
+
+    :param json: the value's JSON, as :func:`dumps` wrote it.
+    """
+
+    __slots__ = ("json",)
+
+    def __init__(self, json: bytes) -> None:
+        self.json = json
+
+    def decode(self) -> t.Any:
+        """Return the value.
+
+        :raises StoredValueError: the JSON does not decode.
+        """
+        try:
+            return loads(self.json, max_depth=MAX_DEPTH)
+        except StoredValueError:
+            raise
+        except DECODE_ERRORS as error:
+            raise StoredValueError(
+                f"a stored value does not decode ({type(error).__name__})"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {len(self.json)} bytes>"
+
+
+def loads_fields(fields: t.Mapping[str, bytes]) -> dict[str, LazyValue]:
+    """Return a mapping of stored top-level keys to their JSON as the data
+    of a session, each value decoded when first read (:class:`LazyValue`).
     """
     return {
-        (decode_key(key) if key[:1] == " " else key): loads(value, max_depth=MAX_DEPTH)
+        (decode_key(key) if key[:1] == " " else key): LazyValue(value)
         for key, value in fields.items()
     }
 
@@ -333,8 +381,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH + 2) -> t.Any:
         whole stored session, ``{"data": {key: value}, "meta": {...}}``,
         whose values may nest :data:`MAX_DEPTH` levels, as :func:`dumps`
         allows.
-    :raises ValueError: ``data`` is not JSON, or it nests deeper than
-        ``max_depth``.
+    :raises ValueError: ``data`` is not JSON; :exc:`StoredValueError`, a
+        :exc:`ValueError`, when it nests deeper than ``max_depth``.
     """
     try:
         if isinstance(data, bytes):
@@ -345,9 +393,9 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH + 2) -> t.Any:
             value = _DECODE_TAGGED(data) if tagged else json.loads(data)
     except RecursionError:
         # Far deeper than anything dumps writes.
-        raise ValueError("the JSON nests too deeply to decode") from None
+        raise StoredValueError("the JSON nests too deeply to decode") from None
     if _nests_deeper(data, value, tagged, max_depth):
-        raise ValueError(f"the value nests deeper than {max_depth} levels")
+        raise StoredValueError(f"the value nests deeper than {max_depth} levels")
     return value
 
 

@@ -28,6 +28,7 @@ from .locking import SessionLock
 from .locking import Write
 from .mapping import SessionMapping
 from .policy import SessionPolicy
+from .serialization import StoredValueError
 from .stores.base import MergeResult
 from .stores.base import MergeStatus
 
@@ -150,7 +151,13 @@ class Session(SessionMapping):
             raise
         except SessionChainError as error:
             raise self._chain_broken("load", error) from None
-        self._changes.show({} if stored is None else stored.data)
+        try:
+            self._changes.show({} if stored is None else stored.data)
+        except StoredValueError as error:
+            # A value this request changed a path inside does not decode.
+            self._loaded = True
+            self._drop_unreadable(error)
+            return
         self._loaded = True
         if stored is None:
             events.load_missing(self)
@@ -168,6 +175,14 @@ class Session(SessionMapping):
                 return
         self._created_at = stored.created_at
         self._expires_at = stored.expires_at
+
+    def _drop_unreadable(self, error: StoredValueError) -> None:
+        """Go on as a new session holding this request's own changes: the
+        stored session holds a value that does not decode, found when the
+        request read it. The stored session is left as it is.
+        """
+        events.unreadable(self, error)
+        self._continue_as_new()
 
     def _continue_as_new(self) -> None:
         """Go on as a new session holding only this request's own changes.
@@ -265,16 +280,27 @@ class Session(SessionMapping):
         if release:
             self._lock.released_by_write()
         created = self.new
-        self._saved(result)
+        self._saved(result, expiry_moved=ttl is not None)
         events.saved(self, changes, created=created, emptied=result.emptied)
 
-    def _saved(self, result: MergeResult) -> None:
+    def _saved(self, result: MergeResult, *, expiry_moved: bool) -> None:
+        """Take on what a write that is done did.
+
+        The cookie is sent again only when what it says changed in a way
+        that matters: a new session, one deleted as it became empty, or a
+        new expiry for a permanent session, whose cookie expires with it (see
+        :meth:`~flask_relay_session.interface.RelaySessionInterface.should_set_cookie`).
+        The expiry a browser-session cookie carries only tells when to
+        refresh, and an older one refreshes no later.
+        """
+        if self.new or result.emptied:
+            self.cookie_outdated = True
+        if expiry_moved:
+            self.refreshed = True
         self._created_at = result.created_at
         self._expires_at = result.expires_at
         self.emptied = result.emptied
         self.new = False
-        self.refreshed = True
-        self.cookie_outdated = True
         self.clear_dirty()
 
     def _write(self, write: Write, operation: str) -> MergeResult:
@@ -367,7 +393,7 @@ class Session(SessionMapping):
             return
         old_sid = self.sid
         self._switch_to(new_sid)
-        self._saved(result)
+        self._saved(result, expiry_moved=True)
         events.rotated(self, old_sid)
 
     def destroy(self) -> None:

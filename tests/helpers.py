@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import time
+import typing as t
+from collections.abc import Mapping
 
 from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_relay_session import MemorySessionStore
 from flask_relay_session import RedisSessionStore
+from flask_relay_session.serialization import loads_fields
 
 
 def sid_of(client: FlaskClient) -> str:
@@ -55,3 +58,10 @@ def end_grace_now(store: RedisSessionStore, sid: str, lifetime: int) -> None:
         document["meta"]["expiresAt"] = now_ms() - 1
         store.redis.set(key, json.dumps(document))
     store.redis.pexpire(key, lifetime)
+
+
+def decode_fields(fields: Mapping[str, bytes]) -> dict[str, t.Any]:
+    """Decode stored top-level keys and their JSON, every value at once (a
+    session decodes each when first read).
+    """
+    return {key: value.decode() for key, value in loads_fields(fields).items()}

@@ -294,7 +294,7 @@ def test_a_redirect_past_its_grace_period_is_deleted_though_its_key_lives(
     store.delete(nth_id(1))
     assert not held(store, nth_id(1))
     stored = store.load(nth_id(2), ttl=None)
-    assert stored is not None and stored.data == {"user": "ada"}
+    assert stored is not None and stored.decoded() == {"user": "ada"}
 
 
 # Races with a rotation of the session being deleted. The hops of a chain

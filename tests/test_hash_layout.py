@@ -111,7 +111,7 @@ def data_size(fields: dict[bytes, bytes]) -> int:
 
 def load(store: RedisSessionStore, sid: str = SID) -> dict[str, t.Any] | None:
     stored = store.load(sid, ttl=None)
-    return None if stored is None else stored.data
+    return None if stored is None else stored.decoded()
 
 
 # --------------------------------------------------------------------------
@@ -398,7 +398,7 @@ def test_a_rotated_id_is_a_hash_of_its_target_and_the_end_of_its_grace(
     stored = store.load(SID, ttl=None)
     assert stored is not None
     assert (stored.sid, stored.redirected) == (NEW_SID, True)
-    assert stored.data == {"a": 1, "box": {"n": 2}}
+    assert stored.decoded() == {"a": 1, "box": {"n": 2}}
     written = merge(store, [change(["a"], 9)])
     assert (written.status, written.redirect_to) == (MergeStatus.REDIRECTED, NEW_SID)
     assert raw_fields(store) == redirect
@@ -417,7 +417,7 @@ def test_a_chain_of_redirects_is_shortened_and_a_broken_one_reported(
     rotate(store, NEW_SID, LAST_SID)
     stored = store.load(SID, ttl=None)
     assert stored is not None
-    assert (stored.sid, stored.data) == (LAST_SID, {"a": 1})
+    assert (stored.sid, stored.decoded()) == (LAST_SID, {"a": 1})
     # Pointed straight at the end of the chain, with its own grace period.
     redirect = {b" redirect": LAST_SID.encode(), b" expires": grace_end}
     assert raw_fields(store) == redirect
@@ -495,7 +495,7 @@ def test_every_tricky_value_round_trips_on_every_client_mode(
     stored = store.load(SID, ttl=LIFETIME)
     assert stored is not None
     assert stored.sid == NEW_SID
-    assert_same(stored.data, {**expected, "m": 3})
+    assert_same(stored.decoded(), {**expected, "m": 3})
 
 
 def test_every_script_touches_the_keys_of_one_session_only(redis_url: str) -> None:

@@ -145,7 +145,38 @@ def test_every_assignment_marks_the_session_modified(app: Flask) -> None:
     client.get("/set/a/1")
     response = client.get("/same")
     assert response.json == {"modified": True}
-    assert session_cookie(response) is not None
+    # Saved, under the same id: the cookie says nothing new.
+    assert session_cookie(response) is None
+    assert client.get("/read").json == {"a": "1"}
+
+
+def test_a_write_sends_the_cookie_again_only_when_what_it_says_changed(
+    app: Flask,
+) -> None:
+    @app.get("/permanent")
+    def permanent() -> str:
+        session.permanent = True
+        return "ok"
+
+    @app.get("/rotate")
+    def rotate() -> str:
+        session.rotate_id()  # type: ignore[attr-defined]
+        return "ok"
+
+    client = app.test_client()
+    first = session_cookie(client.get("/set/a/1"))
+    assert first is not None
+    # Same id, a browser-session cookie: nothing to say again.
+    assert session_cookie(client.get("/set/b/2")) is None
+    assert session_cookie(client.get("/read")) is None
+    # Permanence and a new id are in the cookie.
+    made_permanent = session_cookie(client.get("/permanent"))
+    assert made_permanent is not None and made_permanent != first
+    rotated = session_cookie(client.get("/rotate"))
+    assert rotated is not None and rotated.split(".")[0] != first.split(".")[0]
+    # A permanent session's cookie expires with it: each refresh sends it.
+    assert session_cookie(client.get("/set/c/3")) is not None
+    assert client.get("/read").json == {"a": "1", "b": "2", "c": "3"}
 
 
 def test_emptied_session_deletes_the_stored_data_and_the_cookie(app: Flask) -> None:

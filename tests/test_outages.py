@@ -280,7 +280,7 @@ def stored_data(server: RedisServer, layout: str, sid: str) -> t.Any:
     try:
         store = RedisSessionStore(client, layout=layout)
         stored = store.load(sid, ttl=None)
-        return None if stored is None else stored.data
+        return None if stored is None else stored.decoded()
     finally:
         client.close()
 

@@ -58,11 +58,11 @@ from flask.testing import FlaskClient
 
 from flask_relay_session import Session
 from flask_relay_session.serialization import loads
-from flask_relay_session.serialization import loads_fields
 from flask_relay_session.stores.base import Change
 from flask_relay_session.stores.base import MergeStatus
 
 from .conftest import missing
+from .helpers import decode_fields
 from .redis_servers import RedisServer
 from .wsgi_servers import GunicornServer
 from .wsgi_servers import HttpClient
@@ -161,7 +161,7 @@ def read_stored(client: redis.Redis, sid: str, layout: str) -> Stored:
         assert set(fields) == {" redirect", " expires"}, fields
         return Stored("redirect", target=fields[" redirect"].decode())
     data = {name: value for name, value in fields.items() if name not in HASH_META}
-    return Stored("session", data=loads_fields(data))
+    return Stored("session", data=decode_fields(data))
 
 
 class KeyWatcher:
@@ -499,7 +499,7 @@ def test_writes_racing_the_login_all_land_in_the_new_session(
     try:
         assert read_stored(client, old_sid, layout) == Stored("redirect", new_sid)
         stored = read_stored(client, new_sid, layout)
-        assert stored.data == {**expected, **{f"late{i}": i for i in range(10)}}
+        assert stored.decoded() == {**expected, **{f"late{i}": i for i in range(10)}}
     finally:
         client.close()
 
@@ -881,7 +881,7 @@ def test_locked_section_with_the_old_cookie_sees_writes_made_while_it_waited(
         request_thread.join(timeout=30)
     stored = store.load(new_sid, ttl=None)
     assert stored is not None
-    assert (replies, stored.data) == (["2"], {"n": 2})
+    assert (replies, stored.decoded()) == (["2"], {"n": 2})
 
 
 # --------------------------------------------------------------------------

@@ -64,9 +64,9 @@ import pytest
 import redis
 
 from flask_relay_session.serialization import loads
-from flask_relay_session.serialization import loads_fields
 
 from .conftest import missing
+from .helpers import decode_fields
 from .redis_servers import RedisServer
 from .wsgi_servers import GunicornServer
 from .wsgi_servers import HttpClient
@@ -444,7 +444,7 @@ def decode_stored(raw: Any, layout: str) -> tuple[str, Any]:
             return ("malformed redirect", fields)
         return ("redirect", fields[" redirect"].decode())
     data = {name: value for name, value in fields.items() if name not in HASH_META}
-    return ("session", loads_fields(data))
+    return ("session", decode_fields(data))
 
 
 def census(client: redis.Redis, layout: str) -> Counter[str]:

@@ -84,7 +84,7 @@ def create(store: Store, data: dict[str, t.Any], sid: str = SID) -> None:
 
 def load(store: Store, sid: str = SID) -> dict[str, t.Any] | None:
     stored = store.load(sid, ttl=None)
-    return None if stored is None else stored.data
+    return None if stored is None else stored.decoded()
 
 
 def updated(data: dict[str, t.Any], path: t.Sequence[str], value: t.Any) -> None:
@@ -531,7 +531,7 @@ def test_every_tricky_value_survives_a_rotation_and_a_merge_after_it(
     assert_same(load(store, OTHER_SID), expected)
     stored = store.load(SID, ttl=None)
     assert stored is not None and stored.redirected and stored.sid == OTHER_SID
-    assert_same(stored.data, expected)
+    assert_same(stored.decoded(), expected)
 
 
 def test_a_rotation_merges_into_a_dict_whose_key_is_one_space(store: Store) -> None:
@@ -578,7 +578,10 @@ def test_a_load_that_refreshes_never_extends_a_redirects_grace_period(
     assert rotate(store).status is MergeStatus.DONE
     for _ in range(2):
         stored = store.load(SID, ttl=LIFETIME)
-        assert stored is not None and (stored.sid, stored.data) == (OTHER_SID, {"a": 1})
+        assert stored is not None and (stored.sid, stored.decoded()) == (
+            OTHER_SID,
+            {"a": 1},
+        )
         assert 0 < ttl_left(store) <= 5_000
         assert ttl_left(store, OTHER_SID) > LIFETIME - 5_000
     if isinstance(store, RedisSessionStore):
@@ -675,7 +678,10 @@ def test_shortening_a_chain_keeps_each_redirects_grace_period(store: Store) -> N
         max_size=MAX_SIZE,
     )
     stored = store.load(SID, ttl=LIFETIME)
-    assert stored is not None and (stored.sid, stored.data) == (THIRD_SID, {"a": 1})
+    assert stored is not None and (stored.sid, stored.decoded()) == (
+        THIRD_SID,
+        {"a": 1},
+    )
     assert 0 < ttl_left(store) <= 5_000
     if isinstance(store, RedisSessionStore):
         assert stored_redirect(store) == (THIRD_SID, expires)

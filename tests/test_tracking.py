@@ -459,7 +459,7 @@ def reload(policy: SessionPolicy, sid: str) -> dict[str, t.Any]:
     """Load the stored session ``sid`` as plain data."""
     stored = policy.store.load(sid, ttl=None)
     assert stored is not None
-    return stored.data
+    return stored.decoded()
 
 
 def test_deleting_a_key_and_setting_it_to_none_are_different(

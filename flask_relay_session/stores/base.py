@@ -21,6 +21,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ..errors import SessionSerializationError
+from ..serialization import LazyValue
 
 #: A path of stored (escaped) keys, from the top level of the data down.
 Path = tuple[str, ...]
@@ -59,7 +60,9 @@ class StoredSession:
 
     :param sid: the id the data was found under. It differs from the id that
         was asked for when the load followed a rotation redirect.
-    :param data: the decoded session data.
+    :param data: the session data. A value may be given still encoded, as a
+        :class:`~flask_relay_session.serialization.LazyValue`, which the
+        session decodes when the request first reads its key.
     :param created_at: when the session was created.
     :param expires_at: when the store will drop it.
     :param redirected: the load followed at least one rotation redirect.
@@ -70,6 +73,17 @@ class StoredSession:
     created_at: int
     expires_at: int
     redirected: bool = False
+
+    def decoded(self) -> dict[str, t.Any]:
+        """Return the data with every value decoded.
+
+        :raises ~flask_relay_session.serialization.StoredValueError: a value
+            does not decode.
+        """
+        return {
+            key: value.decode() if type(value) is LazyValue else value
+            for key, value in self.data.items()
+        }
 
 
 class MergeStatus(enum.Enum):

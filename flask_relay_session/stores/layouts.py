@@ -58,6 +58,8 @@ import re
 import typing as t
 from dataclasses import dataclass
 
+from ..serialization import DECODE_ERRORS
+from ..serialization import StoredValueError
 from ..serialization import decode_key
 from ..serialization import encode_key
 from ..serialization import loads
@@ -75,10 +77,6 @@ from .scripts import sha1
 #: A session as read from Redis: a JSON document, or a hash's fields and
 #: values (a dict from ``HGETALL``, or one flat list from a script).
 Snapshot = t.Any
-
-#: What the decoders of tagged values raise on a payload of the wrong type or
-#: form, besides the :exc:`ValueError` of JSON that does not parse.
-_DECODE_ERRORS = (ValueError, TypeError, AttributeError, RecursionError)
 
 
 def text(value: bytes | str) -> str:
@@ -263,7 +261,7 @@ class JsonLayout(Layout):
             return None
         try:
             document = json.loads(raw)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             return None
         if not isinstance(document, dict) or document.get("data", 0) is not None:
             return None
@@ -285,7 +283,7 @@ class JsonLayout(Layout):
             document = loads(snapshot)
         except json.JSONDecodeError:
             raise NotASession("a string that is not JSON") from None
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             raise NotASession(
                 f"a document with a value that does not decode ({type(error).__name__})"
             ) from None
@@ -419,7 +417,7 @@ class HashLayout(Layout):
                         "a hash with a field that is neither data nor meta"
                     )
             return loads_fields(data), int(fields[CREATED])
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             raise NotASession(
                 f"a hash with a field that does not decode ({type(error).__name__})"
             ) from None
@@ -438,7 +436,14 @@ class HashLayout(Layout):
         ttl: int,
         max_size: int,
     ) -> Copy:
-        _, created_at = self.read(snapshot)
+        stored, created_at = self.read(snapshot)
+        for value in stored.values():
+            # A copy is rare (a rotation): check every value, so that no
+            # foreign value moves to the new id.
+            try:
+                value.decode()
+            except StoredValueError as error:
+                raise NotASession(str(error)) from None
         data = self.data_fields(self.fields(snapshot))
         apply_changes_to_fields(data, changes)
         size = checked_size(data, max_size)
