@@ -19,6 +19,8 @@ from .errors import SessionLockError
 from .stores.base import MAX_REDIRECT_DEPTH
 from .stores.base import MergeResult
 from .stores.base import MergeStatus
+from .stores.base import SessionStoreLockLoad
+from .stores.base import StoredSession
 
 if t.TYPE_CHECKING:
     from .events import Session
@@ -26,6 +28,9 @@ if t.TYPE_CHECKING:
 
 #: A write to the store, given the lock token the request holds, if any.
 Write = t.Callable[["str | None"], MergeResult]
+
+#: What a store gives along with the lock: the session it loaded, if any.
+_Loaded = t.TypeVar("_Loaded")
 
 
 class SessionLock:
@@ -56,16 +61,47 @@ class SessionLock:
 
         :raises SessionLockError: it stayed taken through every retry.
         """
+        store = self._policy.store
+        self._take(sid, lambda token, ttl: (store.lock(sid, token, ttl), None))
+
+    def acquire_and_load(self, sid: str, ttl: int | None) -> StoredSession | None:
+        """Take the lock of ``sid`` as :meth:`acquire` does, then load the
+        session as :meth:`~flask_relay_session.stores.SessionStore.load`
+        does, in one step of a store that can
+        (:class:`~flask_relay_session.stores.SessionStoreLockLoad`).
+
+        :param ttl: as for ``load``.
+        :raises SessionLockError: the lock stayed taken through every retry.
+        """
+        store = self._policy.store
+        if not callable(getattr(store, "lock_and_load", None)):
+            self.acquire(sid)
+            return store.load(sid, ttl=ttl)
+        both = t.cast(SessionStoreLockLoad, store)
+        return self._take(
+            sid,
+            lambda token, lock_ttl: both.lock_and_load(sid, token, lock_ttl, ttl=ttl),
+        )
+
+    def _take(
+        self, sid: str, attempt: t.Callable[[str, int], tuple[bool, _Loaded]]
+    ) -> _Loaded:
+        """Run ``attempt(token, lock_ttl)`` until it takes the lock, with
+        jittered backoff, and return what came with the lock.
+
+        :raises SessionLockError: it stayed taken through every retry.
+        """
         policy = self._policy
         settings = policy.settings
         token = secrets.token_hex(16)
-        for attempt in range(settings.lock_retries + 1):
-            if attempt:
-                policy.wait(attempt)
-            if policy.store.lock(sid, token, settings.lock_ttl):
+        for number in range(settings.lock_retries + 1):
+            if number:
+                policy.wait(number)
+            taken, loaded = attempt(token, settings.lock_ttl)
+            if taken:
                 self._held = (sid, token)
-                events.lock_acquired(self._session, sid, attempt + 1)
-                return
+                events.lock_acquired(self._session, sid, number + 1)
+                return loaded
         events.lock_timed_out(self._session, "acquire", settings.lock_retries)
         raise SessionLockError(
             f"could not acquire the session lock after {settings.lock_retries}"

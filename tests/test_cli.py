@@ -24,11 +24,9 @@ from flask_relay_session import RelaySession
 from flask_relay_session.cli import EXIT_NOT_FOUND
 from flask_relay_session.cli import EXIT_UNREACHABLE
 from flask_relay_session.cli import EXIT_UNSUPPORTED
-from flask_relay_session.stores import Change
-from flask_relay_session.stores import MergeResult
 from flask_relay_session.stores import SessionRecord
-from flask_relay_session.stores import StoredSession
 
+from .helpers import CustomStore
 from .helpers import sid_of
 from .redis_servers import free_port
 
@@ -230,41 +228,6 @@ def test_unreachable_redis_exits_3_for_every_command() -> None:
         result = run(app, *args)
         assert result.exit_code == EXIT_UNREACHABLE, (args, result.output)
         assert "cannot be reached" in result.stderr
-
-
-class CustomStore:
-    """A store of the app's own, implementing :class:`SessionStore` only."""
-
-    def __init__(self) -> None:
-        self.inner = MemorySessionStore()
-
-    def load(self, sid: str, *, ttl: int | None) -> StoredSession | None:
-        return self.inner.load(sid, ttl=ttl)
-
-    def touch(self, sid: str, *, ttl: int) -> bool:
-        return self.inner.touch(sid, ttl=ttl)
-
-    def merge(
-        self, sid: str, changes: t.Sequence[Change], **options: t.Any
-    ) -> MergeResult:
-        return self.inner.merge(sid, changes, **options)
-
-    def rotate(
-        self, sid: str, new_sid: str, changes: t.Sequence[Change], **options: t.Any
-    ) -> MergeResult:
-        return self.inner.rotate(sid, new_sid, changes, **options)
-
-    def delete(self, sid: str) -> None:
-        self.inner.delete(sid)
-
-    def lock(self, sid: str, token: str, ttl: int) -> bool:
-        return self.inner.lock(sid, token, ttl)
-
-    def unlock(self, sid: str, token: str) -> bool:
-        return self.inner.unlock(sid, token)
-
-    def is_locked(self, sid: str) -> bool:
-        return self.inner.is_locked(sid)
 
 
 class CustomAdminStore(CustomStore):

@@ -196,7 +196,7 @@ def test_write_keeps_the_expiry_its_request_refreshed_on_load(
     assert ttl == b""
 
 
-def test_locked_read_modify_write_costs_three_round_trips(
+def test_locked_read_modify_write_costs_two_round_trips(
     counting_redis: CountingRedis, counter: t.Any, layout: str
 ) -> None:
     app = make_app(counting_redis, layout)
@@ -207,12 +207,56 @@ def test_locked_read_modify_write_costs_three_round_trips(
     for _ in range(3):
         counter.reset()
         assert client.get("/locked-increment").status_code == 200
-        # Lock, load, then one merge that also releases the lock.
-        assert counter.batches == [["EVALSHA"], load_batch(layout), ["EVALSHA"]]
+        # The lock and the load in one pipeline, then one merge that also
+        # releases the lock.
+        assert counter.batches == [["EVALSHA", *load_batch(layout)], ["EVALSHA"]]
     assert client.get("/read").json == {"n": 5}
     cookie = client.get_cookie("session")
     assert cookie is not None
     assert not store.is_locked(cookie.value[:64])
+
+
+def test_a_lock_taken_by_another_request_drops_what_its_pipeline_read(
+    counting_redis: CountingRedis, counter: t.Any, layout: str
+) -> None:
+    app = make_app(
+        counting_redis,
+        layout,
+        RELAY_SESSION_LOCK_RETRIES=2,
+        RELAY_SESSION_LOCK_BACKOFF=1,
+    )
+    store = app.extensions["relay_session"].store
+    client = app.test_client()
+    client.get("/locked-increment")
+    client.get("/locked-increment")  # sends the scripts' sources once
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    assert store.lock(cookie.value[:64], "another request", 60_000)
+    counter.reset()
+    assert client.get("/locked-increment").status_code == 409
+    # Each try takes nothing and keeps nothing of what it read.
+    attempt = ["EVALSHA", *load_batch(layout)]
+    assert counter.batches == [attempt, attempt, attempt]
+    assert store.unlock(cookie.value[:64], "another request")
+    assert client.get("/read").json == {"n": 2}
+
+
+def test_a_locked_section_after_a_script_flush_takes_the_lock_on_its_own(
+    counting_redis: CountingRedis, counter: t.Any, layout: str
+) -> None:
+    client = make_app(counting_redis, layout).test_client()
+    client.get("/locked-increment")
+    client.get("/locked-increment")
+    counting_redis.script_flush()
+    counter.reset()
+    assert client.get("/locked-increment").status_code == 200
+    # The pipelined lock meets NOSCRIPT: nothing was taken, and what the
+    # pipeline read is dropped; the lock script runs on its own, then the
+    # load, then the merge (each script sent again once).
+    assert counter.batches[0] == ["EVALSHA", *load_batch(layout)]
+    assert counter.batches[1:3] == [["EVALSHA"], ["EVAL"]]
+    assert counter.batches[3] == load_batch(layout)
+    assert client.get("/read").json == {"n": 3}
 
 
 def test_first_use_of_a_script_sends_its_source_once(

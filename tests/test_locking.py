@@ -19,9 +19,12 @@ from flask import request
 from flask import session
 from flask.testing import FlaskClient
 
+from flask_relay_session import RelaySession
 from flask_relay_session import SessionLockError
 from flask_relay_session import SessionStore
+from flask_relay_session.stores import StoredSession
 
+from .helpers import CustomStore
 from .helpers import sid_of
 
 MakeApp = t.Callable[..., Flask]
@@ -335,3 +338,50 @@ def test_concurrent_locked_increments_in_threads_are_exact(
         statuses = list(pool.map(increment, range(20)))
     assert statuses == [200] * 20
     assert client.get("/read").json == {"n": 20}
+
+
+class RecordingStore(CustomStore):
+    """A store of the app's own, without ``lock_and_load``, that records
+    which of its methods were called.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def load(self, sid: str, *, ttl: int | None) -> StoredSession | None:
+        self.calls.append("load")
+        return super().load(sid, ttl=ttl)
+
+    def lock(self, sid: str, token: str, ttl: int) -> bool:
+        self.calls.append("lock")
+        return super().lock(sid, token, ttl)
+
+
+def test_a_store_that_cannot_lock_and_load_at_once_locks_then_loads() -> None:
+    store = RecordingStore()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test secret",
+        RELAY_SESSION_STORE=store,
+        RELAY_SESSION_LOCK_RETRIES=0,
+    )
+    RelaySession(app)
+
+    @app.post("/incr")
+    def incr() -> str:
+        with session.lock():  # type: ignore[attr-defined]
+            session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    client = app.test_client()
+    assert client.post("/incr").text == "1"
+    store.calls.clear()
+    assert client.post("/incr").text == "2"
+    assert store.calls == ["lock", "load"]
+    sid = sid_of(client)
+    assert sid is not None
+    assert store.lock(sid, "another request", 60_000)
+    store.calls.clear()
+    assert client.post("/incr").status_code == 409
+    assert store.calls == ["lock"]

@@ -238,6 +238,8 @@ class Call:
 class Result:
     call: Call
     reply: HttpReply
+    #: The cookie the request sent.
+    sent: str
 
     @property
     def status(self) -> int:
@@ -249,8 +251,12 @@ class Result:
 
     @property
     def sid(self) -> str | None:
-        """The id of the cookie the response sets, if it sets one."""
-        return cookie_sid(self.cookie)
+        """The id the client holds after the response: that of the cookie
+        the response sets, else that of the cookie it sent (a write under
+        the same id sends no cookie); ``None`` when the response drops it.
+        """
+        cookie = self.cookie
+        return cookie_sid(self.sent if cookie is None else cookie)
 
     @property
     def body(self) -> Any:
@@ -276,7 +282,9 @@ def storm(
             time.sleep(call.delay)
         with HttpClient(server) as client:
             return Result(
-                call, client.request(call.method, call.path, cookie, call.body)
+                call,
+                client.request(call.method, call.path, cookie, call.body),
+                cookie,
             )
 
     def run_during() -> None:
@@ -499,7 +507,7 @@ def test_writes_racing_the_login_all_land_in_the_new_session(
     try:
         assert read_stored(client, old_sid, layout) == Stored("redirect", new_sid)
         stored = read_stored(client, new_sid, layout)
-        assert stored.decoded() == {**expected, **{f"late{i}": i for i in range(10)}}
+        assert stored.data == {**expected, **{f"late{i}": i for i in range(10)}}
     finally:
         client.close()
 
@@ -787,7 +795,7 @@ def test_locked_increments_with_the_old_cookie_are_exact(
 
     def send(cookie: str) -> Result:
         with HttpClient(server) as client:
-            return Result(incr, client.request("POST", incr.path, cookie))
+            return Result(incr, client.request("POST", incr.path, cookie), cookie)
 
     start = threading.Barrier(40)
 

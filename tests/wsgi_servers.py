@@ -21,10 +21,11 @@ imported from the repository root, and configured through ``env`` (added to
 this process's environment). :meth:`GunicornServer.start` returns once every
 worker has loaded the app (a ``post_worker_init`` hook reports it in the
 log) and the port answers HTTP. :meth:`GunicornServer.stop` shuts gunicorn
-down (``SIGTERM``, then ``SIGKILL`` to the whole process group), reaps the
-master and checks that no worker survives. On Linux the master also gets
-``SIGTERM`` if the test process dies without cleaning up, so no server
-outlives the test run.
+down (``SIGINT`` to the master, then ``SIGKILL`` to the whole process
+group), reaps the master and checks that no worker survives. On Linux the
+master also gets ``SIGTERM`` if the test process dies without cleaning up,
+so no server outlives the test run. The lifecycle is that of every process
+the suite starts: :class:`~tests.processes.ManagedProcess`.
 
 The :func:`gunicorn_servers` context manager starts any number of them and
 stops them all at its end; a test module turns it into a fixture::
@@ -47,29 +48,22 @@ cookie jar); its :class:`HttpReply` gives the cookie a response sets
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import http.client
 import importlib.util
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
-from .redis_servers import LOOPBACK
-from .redis_servers import free_port
+from .processes import ManagedProcess
+from .processes import ProcessError
 
 #: The repository root, where gunicorn imports ``tests.apps...`` from.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,8 +88,8 @@ def post_worker_init(worker):
 _GUNICORN_ENV = ("GUNICORN_CMD_ARGS",)
 
 
-class WsgiServerError(RuntimeError):
-    """A test WSGI server could not be started or stopped cleanly."""
+class WsgiServerError(ProcessError):
+    """A test WSGI server did not start or stop cleanly, or a request failed."""
 
 
 def gunicorn_available() -> bool:
@@ -108,30 +102,12 @@ def gunicorn_command() -> list[str]:
     return [sys.executable, "-m", "gunicorn"]
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get ``SIGTERM`` when we die.
-
-    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere ``None``.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-    except OSError:
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return preexec
-
-
-class GunicornServer:
+class GunicornServer(ManagedProcess):
     """An app under gunicorn, on a free loopback port.
+
+    It runs in a process group of its own (see
+    :attr:`~tests.processes.ManagedProcess.own_process_group`): a stop
+    reaches every worker.
 
     :param app: gunicorn's app spec, ``"package.module:app"`` or
         ``"package.module:create_app()"``, importable from ``chdir``.
@@ -148,6 +124,12 @@ class GunicornServer:
     :param startup_timeout: seconds to wait for every worker to be ready.
     """
 
+    error_class = WsgiServerError
+    directory_prefix = "relay-gunicorn-"
+    log_name = "gunicorn.log"
+    stop_timeout = 10.0
+    own_process_group = True
+
     def __init__(
         self,
         app: str,
@@ -161,6 +143,7 @@ class GunicornServer:
         timeout: int = 30,
         startup_timeout: float = 30.0,
     ) -> None:
+        super().__init__(startup_timeout=startup_timeout, cwd=chdir)
         self.app = app
         self.env = dict(env or {})
         self.workers = workers
@@ -169,14 +152,6 @@ class GunicornServer:
         self.extra_args = list(extra_args)
         self.chdir = chdir
         self.timeout = timeout
-        self.startup_timeout = startup_timeout
-        self.host = LOOPBACK
-        self.port: int | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-        self.directory: str | None = None
-        self._stderr: Any = None
-
-    # -- information ---------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -186,18 +161,9 @@ class GunicornServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def log_path(self) -> str | None:
-        if self.directory is None:
-            return None
-        return os.path.join(self.directory, "gunicorn.log")
-
-    def log(self) -> str:
-        """Return gunicorn's log so far (for failure messages)."""
-        path = self.log_path
-        if path is None or not os.path.exists(path):
-            return ""
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+    def label(self) -> str:
+        """``gunicorn (<app>)``."""
+        return f"gunicorn ({self.app})"
 
     def ready_workers(self) -> set[int]:
         """The pids of the workers that have loaded the app so far."""
@@ -207,34 +173,30 @@ class GunicornServer:
                 pids.add(int(line.rsplit("pid=", 1)[1].split()[0]))
         return pids
 
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return f"<GunicornServer {self.app} {self.host}:{self.port} {state}>"
-
-    # -- lifecycle -----------------------------------------------------
-
     def command_line(self) -> list[str]:
+        """gunicorn with its configuration file, written here, and options."""
         assert self.port is not None and self.directory is not None
+        config = os.path.join(self.directory, "gunicorn.conf.py")
+        with open(config, "w") as f:
+            f.write(_CONFIG_FILE)
         return [
             *gunicorn_command(),
-            "--config", os.path.join(self.directory, "gunicorn.conf.py"),
-            "--bind", f"{self.host}:{self.port}",
+            "--config", config,
+            "--bind", self.address,
             "--workers", str(self.workers),
             "--threads", str(self.threads),
             "--worker-class", self.worker_class,
             "--timeout", str(self.timeout),
             "--graceful-timeout", "3",
             "--chdir", self.chdir,
-            "--error-logfile", os.path.join(self.directory, "gunicorn.log"),
+            "--error-logfile", os.path.join(self.directory, self.log_name),
             "--log-level", "info",
             *self.extra_args,
             self.app,
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
+        """This process's environment with :attr:`env` and ``chdir`` added."""
         env = {k: v for k, v in os.environ.items() if k not in _GUNICORN_ENV}
         python_path = [self.chdir, *filter(None, [env.get("PYTHONPATH")])]
         env["PYTHONPATH"] = os.pathsep.join(python_path)
@@ -242,74 +204,9 @@ class GunicornServer:
         env.update(self.env)
         return env
 
-    def start(self) -> GunicornServer:
-        """Start gunicorn and wait until every worker serves the app.
-
-        :raises WsgiServerError: gunicorn exited or was not ready in time;
-            the message holds its log.
-        """
-        if self.is_running():
-            return self
-        if self.directory is None:
-            self.directory = tempfile.mkdtemp(prefix="relay-gunicorn-")
-            with open(os.path.join(self.directory, "gunicorn.conf.py"), "w") as f:
-                f.write(_CONFIG_FILE)
-        for _attempt in range(5):
-            self.port = free_port(self.host)
-            # Truncate the previous attempt's log.
-            open(os.path.join(self.directory, "gunicorn.log"), "w").close()
-            self._stderr = open(os.path.join(self.directory, "stderr.log"), "wb")
-            self.process = subprocess.Popen(
-                self.command_line(),
-                cwd=self.chdir,
-                env=self.environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                # Its own process group: stop() can signal the master and
-                # every worker at once, and Ctrl-C in the terminal does not
-                # reach it before the fixture's clean-up does.
-                start_new_session=True,
-                preexec_fn=_parent_death_signal(),
-            )
-            try:
-                if self._wait_ready():
-                    return self
-            except BaseException:
-                self.stop()
-                raise
-            port_taken = "Address already in use" in self.log()
-            log = self.full_log()
-            self._terminate()
-            if not port_taken:
-                self._remove_directory()
-                raise WsgiServerError(
-                    f"gunicorn did not start {self.app} on {self.url} within"
-                    f" {self.startup_timeout:g} s. Its output:\n{log}"
-                )
-        log = self.full_log()
-        self.stop()
-        raise WsgiServerError(f"gunicorn found no free port. Its output:\n{log}")
-
-    def full_log(self) -> str:
-        """gunicorn's log and anything it wrote to stderr."""
-        stderr = ""
-        if self.directory is not None:
-            path = os.path.join(self.directory, "stderr.log")
-            if os.path.exists(path):
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    stderr = f.read()
-        return self.log() + stderr
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            if len(self.ready_workers()) >= self.workers and self._answers_http():
-                return True
-            time.sleep(0.05)
-        return False
+    def is_ready(self) -> bool:
+        """Whether every worker has loaded the app and the port answers."""
+        return len(self.ready_workers()) >= self.workers and self._answers_http()
 
     def _answers_http(self) -> bool:
         """Whether the port answers HTTP (any status, even 404)."""
@@ -321,80 +218,14 @@ class GunicornServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def stop(self) -> None:
-        """Stop gunicorn and every worker, and remove its directory."""
-        self._terminate()
-        self._remove_directory()
+    def shutdown(self) -> None:
+        """``SIGINT`` to the master: a quick shutdown.
 
-    def _remove_directory(self) -> None:
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-    def _terminate(self) -> None:
-        process = self.process
-        if process is None:
-            return
-        pgid = process.pid  # start_new_session: the master leads its group
-        if process.poll() is None:
-            # Quick shutdown (SIGTERM would wait out keep-alive connections):
-            # the master stops its workers and reaps them.
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left of the group (a hung master, orphaned workers).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        process.wait(timeout=10)
-        self.process = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-        survivors = _group_members(pgid)
-        if survivors:
-            raise WsgiServerError(
-                f"gunicorn processes {survivors} of group {pgid} survived SIGKILL"
-            )
-
-    def __enter__(self) -> GunicornServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _group_members(pgid: int, wait: float = 5.0) -> list[int]:
-    """Pids still in process group ``pgid`` after up to ``wait`` seconds.
-
-    Killed orphans are reaped by init, which may take a moment; zombies
-    count until then.
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:  # pragma: no cover - not our processes
-            return []
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    members = []
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError):
-                if os.getpgid(int(entry)) == pgid:
-                    members.append(int(entry))
-    return members or [pgid]
+        The master stops and reaps its workers; ``SIGTERM`` would wait out
+        keep-alive connections first.
+        """
+        if self.process is not None:
+            self.process.send_signal(signal.SIGINT)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from .base import MergeStatus as MergeStatus
 from .base import SessionRecord as SessionRecord
 from .base import SessionStore as SessionStore
 from .base import SessionStoreAdmin as SessionStoreAdmin
+from .base import SessionStoreLockLoad as SessionStoreLockLoad
 from .base import StoredSession as StoredSession
 from .memory import MemorySessionStore as MemorySessionStore
 from .redis import RedisSessionStore as RedisSessionStore

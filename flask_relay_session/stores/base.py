@@ -238,6 +238,10 @@ class SessionStore(t.Protocol):
 
         The lock expires after ``ttl`` milliseconds. Return whether it was
         taken.
+
+        A ``with session.lock()`` block takes the lock, then loads the
+        session: two round trips to a remote store. A store that can do both
+        in one implements :class:`SessionStoreLockLoad` as well.
         """
 
     def unlock(self, sid: str, token: str) -> bool:
@@ -290,6 +294,24 @@ def as_shown(value: bytes | str) -> t.Any:
         return json.loads(value)
     except (ValueError, RecursionError):
         return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+class SessionStoreLockLoad(SessionStore, t.Protocol):
+    """A store that takes a session's lock and loads the session in one
+    step: what ``with session.lock()`` starts with. Optional; the Redis and
+    memory stores implement it.
+    """
+
+    def lock_and_load(
+        self, sid: str, token: str, lock_ttl: int, *, ttl: int | None
+    ) -> tuple[bool, StoredSession | None]:
+        """Take the lock of ``sid`` as :meth:`~SessionStore.lock` does and,
+        once it is taken, load the session as :meth:`~SessionStore.load`
+        does, all in one step.
+
+        Return whether the lock was taken and, if it was, what the load
+        found (``None`` otherwise). Raises what ``load`` raises.
+        """
 
 
 class SessionStoreAdmin(SessionStore, t.Protocol):

@@ -67,7 +67,7 @@ class MemorySessionStore:
         self.clock = clock
         self._sessions: dict[str, _Entry] = {}
         self._locks: dict[str, tuple[str, int]] = {}
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
@@ -266,6 +266,15 @@ class MemorySessionStore:
                 return False
             self._locks[sid] = (token, self._now() + ttl)
             return True
+
+    def lock_and_load(
+        self, sid: str, token: str, lock_ttl: int, *, ttl: int | None
+    ) -> tuple[bool, StoredSession | None]:
+        """Take the lock of ``sid``, then load it, in one step."""
+        with self._mutex:
+            if not self.lock(sid, token, lock_ttl):
+                return False, None
+            return True, self.load(sid, ttl=ttl)
 
     def unlock(self, sid: str, token: str) -> bool:
         """Release the lock of ``sid`` if ``token`` holds it."""

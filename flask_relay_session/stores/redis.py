@@ -77,6 +77,15 @@ def redis_errors(script: LuaScript | None = None) -> t.Iterator[None]:
         ) from error
 
 
+class _NotLocked:
+    """What a load that had to take the lock first answers when it was not
+    taken (see :meth:`RedisSessionStore.lock_and_load`).
+    """
+
+
+_NOT_LOCKED = _NotLocked()
+
+
 def _wrong_type(reply: object) -> bool:
     """Whether a reply is Redis's error for a key of another type than its
     command reads: the session key holds something that is not a session.
@@ -198,6 +207,41 @@ class RedisSessionStore:
         read reaches it before it is read, so it lives on as long as the
         session would have.
         """
+        stored = self._load(sid, ttl, lock=None)
+        assert not isinstance(stored, _NotLocked)
+        return stored
+
+    def lock_and_load(
+        self, sid: str, token: str, lock_ttl: int, *, ttl: int | None
+    ) -> tuple[bool, StoredSession | None]:
+        """Take the lock as :meth:`lock` does and load the session as
+        :meth:`load` does, in one round trip: the lock script pipelined in
+        front of the load's commands, which Redis runs after it, on the same
+        node (the lock key and the session key share a hash slot). When the
+        lock is taken by another request, what the load read is dropped.
+        """
+        lock = self._lock([self.lock_key(sid)], [token, lock_ttl])
+        if lock.script.sha in self._sent:
+            try:
+                stored = self._load(sid, ttl, lock=lock)
+            except NoScriptError:
+                pass  # The server forgot the script: run it on its own.
+            else:
+                if isinstance(stored, _NotLocked):
+                    return False, None
+                return True, stored
+        if not self._send(lock):
+            return False, None
+        return True, self.load(sid, ttl=ttl)
+
+    def _load(
+        self, sid: str, ttl: int | None, *, lock: ScriptCall | None
+    ) -> StoredSession | None | _NotLocked:
+        """:meth:`load`, after taking ``lock`` in the same pipeline if given:
+        :data:`_NOT_LOCKED` when it was not taken.
+
+        :raises NoScriptError: the server did not know the lock script.
+        """
         layout = self._layout
         visited: list[str] = []
         #: The redirect followed last, and the end of its grace period.
@@ -206,6 +250,16 @@ class RedisSessionStore:
             key = self.session_key(sid)
             with redis_errors():
                 pipe = self.redis.pipeline(transaction=False)
+                if lock is not None:
+                    # As a plain command: redis-py's cluster pipeline refuses
+                    # its evalsha(), though every key here is in one slot.
+                    pipe.execute_command(
+                        "EVALSHA",
+                        lock.script.sha,
+                        len(lock.keys),
+                        *lock.keys,
+                        *lock.args,
+                    )
                 if previous is not None:
                     pipe.pexpireat(*previous)
                     pipe.pttl(previous[0])
@@ -217,9 +271,18 @@ class RedisSessionStore:
                 # A key of the wrong type answers WRONGTYPE, which is no
                 # failure of the store.
                 replies = pipe.execute(raise_on_error=False)
+            if lock is not None and isinstance(replies[0], NoScriptError):
+                raise replies[0]
+            with redis_errors(None if lock is None else lock.script):
                 for reply in replies:
                     if isinstance(reply, RedisError) and not _wrong_type(reply):
                         raise reply
+            if lock is not None:
+                if not replies[0]:
+                    return _NOT_LOCKED
+                replies = replies[1:]
+                # The lock is held: later hops need not take it again.
+                lock = None
             if previous is not None:
                 # PTTL -2: the redirect followed last was past its grace
                 # period, and PEXPIREAT dropped it.
