@@ -7,6 +7,7 @@
     $ flask relay-session show SID      # the stored document and its TTL
     $ flask relay-session delete SID    # log a session out
     $ flask relay-session unlock SID    # free a lock left by a stuck request
+    $ flask relay-session migrate-flask-session   # move Flask-Session's sessions
 
 ``SID`` is the 64 hex digit session id, or a whole session cookie value
 (the id is the part before the first ``.``). The commands work on the store
@@ -29,7 +30,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
+import time
 import typing as t
+from collections import Counter
 from datetime import datetime
 from datetime import timezone
 
@@ -41,6 +45,9 @@ from .errors import SessionStoreError
 from .stores.base import MAX_REDIRECT_DEPTH
 from .stores.base import SessionStoreAdmin
 from .stores.base import missing_methods
+
+if t.TYPE_CHECKING:
+    from .migration import FlaskSessionMigration
 
 #: The command finished.
 EXIT_OK = 0
@@ -282,3 +289,85 @@ def unlock_command(sid: str) -> None:
     if not released:
         _not_found(f"session {sid} is not locked")
     click.echo(f"released the lock of session {sid}")
+
+
+@cli.command("migrate-flask-session")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Read and count every session, and write nothing.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="COUNT hint of each SCAN call, and keys read per round trip.",
+)
+def migrate_flask_session_command(dry_run: bool, batch: int) -> None:
+    """Move every session Flask-Session stored on Redis to this store.
+
+    Needs RELAY_SESSION_MIGRATE_FLASK_SESSION = True, and reads
+    Flask-Session's settings as the app does. Walks the Flask-Session keys
+    with incremental SCAN, never KEYS. Each session moves as on its first
+    request: under a new id, with its data and its remaining time to live,
+    and its key becomes a marker that leads its cookie to the new session
+    on first use. Nothing is ever unpickled: pickled sessions are skipped
+    and counted. Safe to interrupt, to run again, and to run while the app
+    serves requests: a session a request moves at the same moment ends as
+    one session.
+    """
+    from .migration import Outcome
+    from .migration.bulk import move_all
+    from .migration.bulk import size_hint
+
+    migration = _migration()
+    lifetime = int(current_app.permanent_session_lifetime.total_seconds() * 1000)
+    counts: Counter[Outcome] = Counter()
+    with store_errors():
+        estimate = size_hint(migration)
+        label = "Moving Flask-Session's sessions"
+        with click.progressbar(
+            length=max(estimate, 1),
+            label=label + (" (dry run)" if dry_run else ""),
+            show_pos=True,
+            file=sys.stderr,
+        ) as bar:
+            for move in move_all(
+                migration,
+                lifetime=lifetime,
+                now=lambda: int(time.time() * 1000),
+                batch=batch,
+                dry_run=dry_run,
+            ):
+                counts[move.outcome] += 1
+                bar.update(1)
+    for outcome in Outcome:
+        name = outcome.value
+        if dry_run and outcome is Outcome.MOVED:
+            name = "would move"
+        click.echo(f"{name}: {counts[outcome]}")
+    if dry_run:
+        click.echo("dry run: nothing was written")
+
+
+def _migration() -> FlaskSessionMigration:
+    """Return the current app's migration from Flask-Session.
+
+    :raises click.UsageError: the app does not use the extension, or does
+        not move Flask-Session's sessions.
+    """
+    state = current_app.extensions.get("relay_session")
+    if state is None:
+        raise click.UsageError(
+            "flask-relay-session is not set up for this app: call"
+            " RelaySession(app) or relay.init_app(app)"
+        )
+    migration = state.interface.migration
+    if migration is None:
+        raise click.UsageError(
+            "set RELAY_SESSION_MIGRATE_FLASK_SESSION = True in the app's"
+            " configuration: it says where Flask-Session's sessions are, and"
+            " lets their cookies find the moved sessions"
+        )
+    return t.cast("FlaskSessionMigration", migration)

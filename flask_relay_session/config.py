@@ -30,9 +30,10 @@ Migrating from Flask-Session
         (:data:`FLASK_SESSION_PREFIX`), is refused: live sessions and locks
         would match ``session:*``, the pattern its keys are cleaned up with.
         Remove the key (the prefix becomes ``sess:``) or set
-        ``RELAY_SESSION_KEY_PREFIX``. The stored layout differs from
-        Flask-Session's, so sessions stored by Flask-Session are not read:
-        users sign in again once.
+        ``RELAY_SESSION_KEY_PREFIX``. With
+        ``RELAY_SESSION_MIGRATE_FLASK_SESSION``, it is not read as this
+        extension's prefix: it says where Flask-Session's sessions are, which
+        then move over on their first request (:class:`MigrationSettings`).
     ``SESSION_PERMANENT``
         not mapped; ``True`` warns, since sessions are permanent only when
         the app sets ``session.permanent = True``.
@@ -42,7 +43,10 @@ Migrating from Flask-Session
     Other Flask-Session keys are ignored without a word: they have no
     effect here (``SESSION_USE_SIGNER``: cookies are always signed;
     ``SESSION_ID_LENGTH``, ``SESSION_SERIALIZATION_FORMAT``,
-    ``SESSION_CLEANUP_N_REQUESTS`` and the other backends' keys).
+    ``SESSION_CLEANUP_N_REQUESTS`` and the other backends' keys), except
+    that ``RELAY_SESSION_MIGRATE_FLASK_SESSION`` reads
+    ``SESSION_USE_SIGNER`` and ``SESSION_SERIALIZATION_FORMAT`` to read the
+    cookies and sessions Flask-Session wrote.
     ``SESSION_COOKIE_*``, ``SESSION_REFRESH_EACH_REQUEST`` and
     ``PERMANENT_SESSION_LIFETIME`` are Flask's own keys, which this
     extension follows.
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import sys
 import typing as t
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -84,6 +89,22 @@ FLASK_SESSION_PREFIX = "session:"
 
 LAYOUTS = ("json", "hash")
 
+#: The Flask-Session settings that describe its stored sessions, by the
+#: ``RELAY_SESSION_MIGRATE_FLASK_SESSION_*`` key that overrides each, and the
+#: default of each when neither is set (Flask-Session's own).
+MIGRATION_KEYS: t.Mapping[str, tuple[str, t.Any]] = {
+    "SESSION_KEY_PREFIX": (
+        "RELAY_SESSION_MIGRATE_FLASK_SESSION_KEY_PREFIX",
+        "session:",
+    ),
+    "SESSION_USE_SIGNER": ("RELAY_SESSION_MIGRATE_FLASK_SESSION_USE_SIGNER", False),
+    "SESSION_SERIALIZATION_FORMAT": (
+        "RELAY_SESSION_MIGRATE_FLASK_SESSION_SERIALIZATION_FORMAT",
+        "msgpack",
+    ),
+    "SESSION_REDIS": ("RELAY_SESSION_MIGRATE_FLASK_SESSION_REDIS", None),
+}
+
 #: Flask-Session keys read as the ``RELAY_SESSION_*`` key they stand for.
 FLASK_SESSION_KEYS: t.Mapping[str, str] = {
     "SESSION_REDIS": "RELAY_SESSION_REDIS",
@@ -104,6 +125,33 @@ FLASK_SESSION_UNSUPPORTED: t.Mapping[str, tuple[t.Callable[[t.Any], bool], str]]
         " RELAY_SESSION_STORE, or in memory",
     ),
 }
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """Where and how Flask-Session stored the sessions that
+    ``RELAY_SESSION_MIGRATE_FLASK_SESSION`` moves over (see
+    :mod:`flask_relay_session.migration`).
+
+    Each is the ``RELAY_SESSION_MIGRATE_FLASK_SESSION_*`` key of its name,
+    else Flask-Session's own key (:data:`MIGRATION_KEYS`), else
+    Flask-Session's default.
+
+    .. versionadded:: 0.1.0
+    """
+
+    #: ``SESSION_KEY_PREFIX``: a session is stored at ``<prefix><sid>``.
+    key_prefix: str
+    #: ``SESSION_USE_SIGNER``: the cookie holds the signed sid.
+    use_signer: bool
+    #: ``SESSION_SERIALIZATION_FORMAT``: ``"msgpack"`` or ``"json"``.
+    serialization_format: str
+    #: ``SESSION_REDIS``: a redis-py client or a URL; ``None`` for the
+    #: client of this extension's own store.
+    redis: t.Any
+    #: How long, in milliseconds, the old key leads requests that still
+    #: carry the old cookie to the new session, once a request moved it.
+    grace_period: int
 
 
 @dataclass(frozen=True)
@@ -134,6 +182,9 @@ class Settings:
     sign_with: SignWith | None
     max_size: int
     layout: str
+    #: ``RELAY_SESSION_MIGRATE_FLASK_SESSION``: how to read Flask-Session's
+    #: sessions, or ``None`` when they are not moved over.
+    migrate_flask_session: MigrationSettings | None = None
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
@@ -200,6 +251,7 @@ class Settings:
             sign_with=_sign_with(config),
             max_size=_count(config, "RELAY_SESSION_MAX_SIZE", 1024 * 1024, minimum=1),
             layout=_layout(config),
+            migrate_flask_session=_migration(app.config),
         )
 
 
@@ -214,7 +266,10 @@ def _with_flask_session_keys(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     """
     result = dict(config)
     stacklevel = _user_stacklevel()
-    prefix = config.get("SESSION_KEY_PREFIX")
+    # Moving Flask-Session's sessions over, SESSION_KEY_PREFIX says where
+    # they are (see _migration): it is no alias then.
+    migrating = config.get("RELAY_SESSION_MIGRATE_FLASK_SESSION") is True
+    prefix = None if migrating else config.get("SESSION_KEY_PREFIX")
     if (
         isinstance(prefix, str)
         and prefix.startswith(FLASK_SESSION_PREFIX)
@@ -230,6 +285,8 @@ def _with_flask_session_keys(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         )
     for old, new in FLASK_SESSION_KEYS.items():
         if config.get(old) is None or config.get(new) is not None:
+            continue
+        if migrating and old == "SESSION_KEY_PREFIX":
             continue
         message = (
             f"{old} is a Flask-Session setting; flask-relay-session reads it"
@@ -361,6 +418,63 @@ def _sign_with(config: t.Mapping[str, t.Any]) -> SignWith | None:
             value,
         )
     return t.cast("SignWith | None", value)
+
+
+def _migration(config: t.Mapping[str, t.Any]) -> MigrationSettings | None:
+    """Return the settings of ``RELAY_SESSION_MIGRATE_FLASK_SESSION``, or
+    ``None`` when it is off.
+    """
+    if not _bool(config, "RELAY_SESSION_MIGRATE_FLASK_SESSION", False):
+        return None
+    values: dict[str, t.Any] = {}
+    names: dict[str, str] = {}
+    for old, (new, default) in MIGRATION_KEYS.items():
+        if config.get(new) is not None:
+            values[old], names[old] = config[new], new
+        elif config.get(old) is not None:
+            values[old], names[old] = config[old], old
+        else:
+            values[old], names[old] = default, new
+    prefix = values["SESSION_KEY_PREFIX"]
+    if not isinstance(prefix, str) or not prefix:
+        raise _invalid(
+            names["SESSION_KEY_PREFIX"],
+            "Flask-Session's key prefix, a non-empty string",
+            prefix,
+        )
+    signer = values["SESSION_USE_SIGNER"]
+    if not isinstance(signer, bool):
+        raise _invalid(names["SESSION_USE_SIGNER"], "True or False", signer)
+    serialization = values["SESSION_SERIALIZATION_FORMAT"]
+    if serialization not in ("msgpack", "json"):
+        raise _invalid(
+            names["SESSION_SERIALIZATION_FORMAT"], '"msgpack" or "json"', serialization
+        )
+    client = values["SESSION_REDIS"]
+    if isinstance(client, str):
+        valid = urllib.parse.urlsplit(client).scheme in ("redis", "rediss", "unix")
+    else:
+        valid = client is None or callable(getattr(client, "evalsha", None))
+    if not valid:
+        raise _invalid(
+            names["SESSION_REDIS"],
+            "a redis-py client, a redis://, rediss:// or unix:// URL, or None"
+            " (this extension's client)",
+            client,
+        )
+    return MigrationSettings(
+        key_prefix=prefix,
+        use_signer=signer,
+        serialization_format=t.cast(str, serialization),
+        redis=client,
+        grace_period=_duration(
+            config,
+            "RELAY_SESSION_MIGRATE_FLASK_SESSION_GRACE_PERIOD",
+            60,
+            minimum=MIN_GRACE_PERIOD,
+            minimum_text=f"{MIN_GRACE_PERIOD:g} seconds",
+        ),
+    )
 
 
 def _layout(config: t.Mapping[str, t.Any]) -> str:

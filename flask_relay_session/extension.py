@@ -20,6 +20,7 @@ from .errors import error_response
 from .interface import RelaySessionInterface
 from .interface import finish_request
 from .interface import request_session
+from .migration import FlaskSessionMigration
 from .session import Session
 from .stores.base import SessionStore
 from .stores.base import missing_methods
@@ -97,11 +98,17 @@ class RelaySession:
     def init_app(self, app: Flask) -> None:
         """Read the ``RELAY_SESSION_*`` settings and install the interface.
 
-        :raises SessionConfigError: a setting is invalid.
+        :raises SessionConfigError: a setting is invalid, or
+            ``RELAY_SESSION_MIGRATE_FLASK_SESSION`` is on without the
+            ``flask-session`` extra installed.
         """
         settings = Settings.from_app(app)
         store = self.make_store(app, settings)
         interface = self.interface_class(store, settings)
+        if settings.migrate_flask_session is not None:
+            interface.migration = FlaskSessionMigration.for_app(
+                settings.migrate_flask_session, store, max_size=settings.max_size
+            )
         app.session_interface = interface
         app.extensions["relay_session"] = RelaySessionState(
             self, settings, store, interface

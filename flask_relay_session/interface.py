@@ -39,6 +39,8 @@ if t.TYPE_CHECKING:
     from flask import Request
     from flask import Response
 
+    from .migration import FlaskSessionMigration
+
 logger = logging.getLogger("flask_relay_session")
 
 #: What a request id must look like to appear in log lines.
@@ -77,6 +79,9 @@ class RelaySessionInterface(SessionInterface):
         self.settings = settings
         #: Returns the current time in seconds; tests replace it.
         self.clock: t.Callable[[], float] = time.time
+        #: Moves sessions stored by Flask-Session on their first request
+        #: (``RELAY_SESSION_MIGRATE_FLASK_SESSION``), or ``None``.
+        self.migration: FlaskSessionMigration | None = None
         self._signers: dict[tuple[str | bytes, ...], CookieSigner] = {}
 
     def get_signer(self, app: Flask) -> CookieSigner | None:
@@ -111,10 +116,13 @@ class RelaySessionInterface(SessionInterface):
         )
 
     def open_session(self, app: Flask, request: Request) -> Session | None:
-        """Return the request's session, without touching the store.
+        """Return the request's session, without touching the store but to
+        move a Flask-Session session.
 
-        A missing, forged or malformed cookie gives a new, empty session.
-        Without a secret key, return ``None`` so that Flask installs its null
+        A missing, forged or malformed cookie gives a new, empty session;
+        with ``RELAY_SESSION_MIGRATE_FLASK_SESSION``, a Flask-Session cookie
+        gives the session it moves to (:attr:`migration`). Without a secret
+        key, return ``None`` so that Flask installs its null
         session, which explains the problem on first write.
         """
         signer = self.get_signer(app)
@@ -126,7 +134,14 @@ class RelaySessionInterface(SessionInterface):
         if value:
             content = signer.verify(value, self.get_bound_values(request))
         if content is None:
-            session = self.session_class(policy)
+            session: Session | None = None
+            if value and self.migration is not None:
+                # Maybe a Flask-Session cookie: see migration/mover.py.
+                session = self.migration.open_session(
+                    app, value, policy, self.session_class
+                )
+            if session is None:
+                session = self.session_class(policy)
         else:
             session = self.session_class(
                 policy,
