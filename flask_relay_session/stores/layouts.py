@@ -340,6 +340,7 @@ HASH_META = frozenset({CREATED, EXPIRES, SIZE, VERSION})
 #: The field of a rotated-away id's hash that names the id it leads to; the
 #: hash's other field is :data:`EXPIRES`, the end of its grace period.
 REDIRECT = " redirect"
+_REDIRECT_BYTES = REDIRECT.encode()
 
 
 class HashLayout(Layout):
@@ -372,7 +373,12 @@ class HashLayout(Layout):
             else zip(snapshot[::2], snapshot[1::2], strict=True)
         )
         try:
-            return {text(name): as_bytes(value) for name, value in pairs}
+            return {
+                name.decode() if type(name) is bytes else name: (
+                    value if type(value) is bytes else as_bytes(value)
+                )
+                for name, value in pairs
+            }
         except UnicodeDecodeError:
             raise NotASession("a hash with a field name that is not UTF-8") from None
 
@@ -388,6 +394,10 @@ class HashLayout(Layout):
     def redirect(self, snapshot: Snapshot) -> tuple[str, int | None] | None:
         # Twin: hash_state in lua/hash_common.lua. Anything that is no
         # redirect is left for read() to tell what it is.
+        if isinstance(snapshot, dict) and not (
+            _REDIRECT_BYTES in snapshot or REDIRECT in snapshot
+        ):
+            return None
         fields = self.fields(snapshot)
         target = fields.get(REDIRECT)
         if target is None or not _is_id(target):

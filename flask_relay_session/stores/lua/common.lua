@@ -12,12 +12,25 @@
 -- cjson, set up as the scripts rely on it: code here says `json`, never
 -- `cjson`. cjson's settings are global to the server and any script may
 -- change them, so every script that encodes or decodes JSON sets them
--- first, by using this.
+-- first, by using this. Each is read first and set only when it differs:
+-- setting one costs cjson an snprintf of the error message it would raise,
+-- and the four together cost more than a short Redis command.
 local json = cjson
-json.encode_number_precision(14)
-json.encode_max_depth(1000)
-json.decode_max_depth(1000)
-json.encode_sparse_array(false, 2, 10)
+if json.encode_number_precision() ~= 14 then
+  json.encode_number_precision(14)
+end
+if json.encode_max_depth() ~= 1000 then
+  json.encode_max_depth(1000)
+end
+if json.decode_max_depth() ~= 1000 then
+  json.decode_max_depth(1000)
+end
+do
+  local convert, ratio, safe = json.encode_sparse_array()
+  if convert or ratio ~= 2 or safe ~= 10 then
+    json.encode_sparse_array(false, 2, 10)
+  end
+end
 
 -- The reply that refuses a write because of the lock, or nil to go on.
 -- A caller with a token must still hold the lock; a caller without one must
@@ -32,6 +45,21 @@ local function lock_refusal(lock_key, token)
     return {"locked"}
   end
   return nil
+end
+
+-- The reply of the read `command` on `key`, with any further arguments, or
+-- nil and the key's type when it holds another type than the command reads.
+-- The command fails on such a key with WRONGTYPE: only then does TYPE run,
+-- which saves every other run a call. Any other failure is raised as the
+-- command raises it.
+local function read_key(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) ~= "table" or not reply.err then
+    return reply
+  elseif not string.find(reply.err, "WRONGTYPE", 1, true) then
+    return redis.call(command, key, ...)
+  end
+  return nil, redis.call("TYPE", key)["ok"]
 end
 
 -- How long a write leaves a trace for a client that re-sends it after a

@@ -14,10 +14,11 @@
 -- Returns {"redirected", sid} for a redirect within its grace period, or
 -- {"deleted"} once the key is gone (it may never have existed).
 --
--- uses: redirect_target, grace_over
+-- uses: read_key, redirect_target, grace_over
 
-if redis.call("TYPE", KEYS[1])["ok"] == "string"
-  and redis.call("STRLEN", KEYS[1]) < 512 then
+-- STRLEN counts a missing key as empty: no redirect either.
+local length = read_key("STRLEN", KEYS[1])
+if length and length > 0 and length < 512 then
   local target, expires = redirect_target(redis.call("GET", KEYS[1]))
   if target and not grace_over(expires) then
     return {"redirected", target}

@@ -38,8 +38,8 @@ local function meta_number(text)
   return nil
 end
 
--- What the key of a session holds, told by its type and meta fields: a
--- kind, and a table of what goes with it:
+-- What the key of a session holds, told by its meta fields and, when it has
+-- none, its type: a kind, and a table of what goes with it:
 --   "none"      it does not exist: {};
 --   "redirect"  {target = <sid>, expires = <ms, or nil when it does not say>};
 --   "session"   {created = <ms>, size = <bytes>};
@@ -47,15 +47,19 @@ end
 -- Data fields are not read here: a script checks those it decodes. Twin:
 -- `HashLayout.redirect` and `HashLayout.read` in stores/layouts.py, which
 -- check every field.
--- uses: is_id, CREATED, EXPIRES, SIZE, VERSION, REDIRECT, meta_number
+-- uses: read_key, is_id, CREATED, EXPIRES, SIZE, VERSION, REDIRECT
+-- uses: meta_number
 local function hash_state(key)
-  local kind = redis.call("TYPE", key)["ok"]
+  local meta, kind = read_key("HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION)
+  if meta and not (meta[1] or meta[2] or meta[3] or meta[4] or meta[5]) then
+    -- A missing key reads as a hash without these fields: TYPE tells.
+    kind = redis.call("TYPE", key)["ok"]
+  end
   if kind == "none" then
     return "none", {}
-  elseif kind ~= "hash" then
+  elseif kind and kind ~= "hash" then
     return "foreign", {what = "a Redis " .. kind .. ", not a hash"}
   end
-  local meta = redis.call("HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION)
   local expires = meta_number(meta[2])
   if meta[1] and is_id(meta[1]) and (expires or not meta[2]) then
     return "redirect", {target = meta[1], expires = expires}

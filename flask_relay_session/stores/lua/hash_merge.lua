@@ -76,14 +76,24 @@ end
 
 local touched = {}  -- the fields the changes touch, in order
 local before = {}   -- field -> the length of its stored value, 0 if none
-local raw = {}      -- field -> the JSON to store, or false to delete it
+local raw = {}      -- field -> its JSON, to store or to decode, or false: none
 local tree = {}     -- field -> its decoded value, for fields in `decoded`
 local decoded = {}  -- field -> true when `tree` holds the field's value
 local dirty = {}    -- field -> true when the field must be written
 
-local function touch(field)
-  if before[field] == nil then
-    touched[#touched + 1] = field
+-- Note a field the changes touch and its stored length, the first time. A
+-- field first touched by a deeper path is read whole, for `decode`: its
+-- length comes with it.
+local function touch(field, deep)
+  if before[field] ~= nil then
+    return
+  end
+  touched[#touched + 1] = field
+  if deep then
+    local stored = redis.call("HGET", key, field)
+    before[field] = stored and #stored or 0
+    raw[field] = stored
+  else
     before[field] = redis.call("HSTRLEN", key, field)
   end
 end
@@ -94,9 +104,6 @@ local function decode(field)
     return true
   end
   local stored = raw[field]
-  if stored == nil then
-    stored = redis.call("HGET", key, field)
-  end
   if stored then
     local ok, value = pcall(json.decode, stored)
     if not ok then
@@ -116,7 +123,7 @@ for _ = 1, tonumber(ARGV[6]) do
   local first = index + 2
   local last = first + depth - 1
   local field = ARGV[first]
-  touch(field)
+  touch(field, depth > 1)
   if depth == 1 then
     raw[field] = op == "s" and ARGV[last + 1]
     tree[field] = nil
@@ -163,17 +170,22 @@ if size > tonumber(ARGV[5]) then
   return {"too_large", size}
 end
 
+-- Once a data field is written (any name but a meta field's), the hash
+-- holds more than its meta fields: only a write that writes none asks HLEN.
+local holds_data = false
 for position, field in ipairs(touched) do
   local value = values[position]
   if value then
     redis.call("HSET", key, field, value)
+    holds_data = holds_data or field ~= CREATED and field ~= EXPIRES
+      and field ~= SIZE and field ~= VERSION
   elseif value == false then
     redis.call("HDEL", key, field)
   end
 end
 redis.call("HSET", key, CREATED, created, EXPIRES, now + ttl, SIZE, size)
-redis.call("HINCRBY", key, VERSION, 1)
-if redis.call("HLEN", key) <= META_FIELDS then
+redis.call("HINCRBY", key, VERSION, "1")
+if not holds_data and redis.call("HLEN", key) <= META_FIELDS then
   redis.call("DEL", key)
   return finish(KEYS[2], KEYS[3], release, {"done", created, now, 1})
 end

@@ -23,8 +23,8 @@
 -- A re-sent script whose first run released the lock gets the first run's
 -- reply again (see `finish` in common.lua).
 --
--- uses: json, lock_refusal, finish, receipt, is_meta_number, redirect_target
--- uses: grace_over, is_dict, apply_change, encode
+-- uses: json, lock_refusal, read_key, finish, receipt, is_meta_number
+-- uses: redirect_target, grace_over, is_dict, apply_change, encode
 
 -- The session document `raw` holds, decoded, or nil and what it holds
 -- instead: not JSON, or JSON whose "data" is not a dict or whose "meta" has
@@ -46,16 +46,33 @@ local function session_document(raw)
   return doc
 end
 
--- The data as a JSON object, and the session's size as
+-- The data, which is not empty, as a JSON object, and the session's size as
 -- RELAY_SESSION_MAX_SIZE limits it: the sum, over the top-level keys, of
 -- the key's length and its value's JSON's length in bytes, as Python writes
 -- it. Twin: `session_size` in stores/paths.py.
+--
+-- The object is encoded in one call, not value by value. cjson writes it as
+-- each key's JSON, a colon and the value's JSON, with commas between and
+-- braces around, and an array of the keys as each key's JSON with commas
+-- between and brackets around: so the values' JSON is as long as the object
+-- less the array and a colon per key. The object is one level deeper than
+-- its values, so a value nested as deep as cjson allows fails within it:
+-- then the object is written member by member, as cjson writes each alone.
 local function encode_data(data)
-  local members, size = {}, 0
+  local keys, size = {}, 0
+  for key in pairs(data) do
+    keys[#keys + 1] = key
+    size = size + #key
+  end
+  local ok, text = pcall(encode, data)
+  if ok then
+    return text, size + #text - #encode(keys) - #keys
+  end
+  local members = {}
   for key, value in pairs(data) do
-    local text = encode(value)
-    size = size + #key + #text
-    members[#members + 1] = encode(key) .. ":" .. text
+    local value_text = encode(value)
+    size = size + #value_text
+    members[#members + 1] = encode(key) .. ":" .. value_text
   end
   return "{" .. table.concat(members, ",") .. "}", size
 end
@@ -69,9 +86,10 @@ end
 
 local now = tonumber(ARGV[2])
 local doc
-local kind = redis.call("TYPE", KEYS[1])["ok"]
-if kind == "string" then
-  local raw = redis.call("GET", KEYS[1])
+local raw, kind = read_key("GET", KEYS[1])
+if kind then
+  return {"foreign", "a Redis " .. kind .. ", not a string"}
+elseif raw then
   local target, expires = redirect_target(raw)
   if target and not grace_over(expires) then
     return {"redirected", target}
@@ -86,8 +104,6 @@ if kind == "string" then
       return {"foreign", what}
     end
   end
-elseif kind ~= "none" then
-  return {"foreign", "a Redis " .. kind .. ", not a string"}
 end
 if not doc then
   if ARGV[4] ~= "1" then

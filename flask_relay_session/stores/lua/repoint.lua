@@ -6,12 +6,12 @@
 -- Returns 1 when the redirect was shortened, 0 when the key is no longer a
 -- redirect (it expired, or was never one).
 --
--- uses: redirect_target, redirect_document
+-- uses: read_key, redirect_target, redirect_document
 
-if redis.call("TYPE", KEYS[1])["ok"] ~= "string" then
+local raw = read_key("GET", KEYS[1])
+if not raw then
   return 0
 end
-local raw = redis.call("GET", KEYS[1])
 local target, expires = redirect_target(raw)
 local ttl = redis.call("PTTL", KEYS[1])
 if not target or ttl <= 0 then

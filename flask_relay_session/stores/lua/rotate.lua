@@ -22,21 +22,20 @@
 -- it was copied (copy it again and retry; the copy checks that it is a
 -- session), or {"done"}.
 --
--- uses: lock_refusal, RESEND_WINDOW, redirect_target, redirect_document
--- uses: grace_over, server_now
+-- uses: lock_refusal, read_key, RESEND_WINDOW, redirect_target
+-- uses: redirect_document, grace_over, server_now
 
 local refusal = lock_refusal(KEYS[2], ARGV[1])
 if refusal then
   return refusal
 end
 
-local kind = redis.call("TYPE", KEYS[1])["ok"]
-if kind == "none" then
-  return {"missing"}
-elseif kind ~= "string" then
+local raw, kind = read_key("GET", KEYS[1])
+if kind then
   return {"foreign", "a Redis " .. kind .. ", not a string"}
+elseif not raw then
+  return {"missing"}
 end
-local raw = redis.call("GET", KEYS[1])
 if redis.sha1hex(raw) ~= ARGV[2] then
   local target, expires = redirect_target(raw)
   if target == ARGV[3] then
