@@ -37,10 +37,25 @@ class SessionMapping(SessionMixin):
     cookie_outdated: bool
     _changes: Changes
     _loaded: bool
+    _permanent: bool
 
     def _ensure_loaded(self) -> None:
         """Load the data, if this request has not yet."""
         raise NotImplementedError
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the cookie outlives the browser session.
+
+        Kept in the signed cookie, not in the session data.
+        """
+        return self._permanent
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        if bool(value) != self._permanent:
+            self._permanent = bool(value)
+            self.cookie_outdated = True
 
     @property
     def modified(self) -> bool:

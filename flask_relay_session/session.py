@@ -35,6 +35,9 @@ from .stores.base import StoredSession
 
 __all__ = ["Session", "SessionPolicy"]
 
+#: Loads a session for :meth:`Session._reload`: ``load(sid, ttl)``.
+Load = t.Callable[[str, "int | None"], "StoredSession | None"]
+
 
 class Session(SessionMapping):
     """A server-side session that saves only what changed.
@@ -92,20 +95,6 @@ class Session(SessionMapping):
     # -- state -----------------------------------------------------------
 
     @property
-    def permanent(self) -> bool:
-        """Whether the cookie outlives the browser session.
-
-        Kept in the signed cookie, not in the session data.
-        """
-        return self._permanent
-
-    @permanent.setter
-    def permanent(self, value: bool) -> None:
-        if bool(value) != self._permanent:
-            self._permanent = bool(value)
-            self.cookie_outdated = True
-
-    @property
     def created_at(self) -> datetime:
         """When the session was created, as an aware UTC datetime."""
         self._ensure_loaded()
@@ -131,22 +120,22 @@ class Session(SessionMapping):
         if not self._loaded:
             self._reload()
 
-    def _reload(self) -> None:
-        """Load from the store, keeping pending changes on top.
-
-        A new session has nothing stored yet, so there is nothing to load.
+    def _reload(self, load: Load | None = None) -> None:
+        """Load from the store (with ``load(sid, ttl)`` if given), keeping
+        pending changes on top. A new session has nothing stored yet.
         """
-        self._load(lambda sid, ttl: self._policy.store.load(sid, ttl=ttl))
-
-    def _load(self, load: t.Callable[[str, int | None], StoredSession | None]) -> None:
-        """Load with ``load(sid, ttl)``, keeping pending changes on top."""
         if self.new:
             self._loaded = True
             return
         policy = self._policy
         refresh = policy.refresh_due(self._permanent, self._expires_at)
         try:
-            stored = load(self.sid, policy.lifetime if refresh else None)
+            ttl = policy.lifetime if refresh else None
+            stored = (
+                policy.store.load(self.sid, ttl=ttl)
+                if load is None
+                else load(self.sid, ttl)
+            )
         except SessionStoreError:
             # A request that could not read its session must not write part
             # of it: the changes it made before the read are dropped.
@@ -157,7 +146,6 @@ class Session(SessionMapping):
         try:
             self._changes.show({} if stored is None else stored.data)
         except StoredValueError as error:
-            # A value this request changed a path inside does not decode.
             self._loaded = True
             self._drop_unreadable(error)
             return
@@ -180,20 +168,17 @@ class Session(SessionMapping):
         self._expires_at = stored.expires_at
 
     def _drop_unreadable(self, error: StoredValueError) -> None:
-        """Go on as a new session holding this request's own changes: the
-        stored session holds a value that does not decode, found when the
-        request read it. The stored session is left as it is.
+        """Go on as a new session with this request's own changes: a stored
+        value does not decode. The stored session is left as it is.
         """
         events.unreadable(self, error)
         self._continue_as_new()
 
     def _continue_as_new(self) -> None:
-        """Go on as a new session holding only this request's own changes.
-
-        Used when the stored session vanished under the request: it expired,
-        or a concurrent logout destroyed it. What the request loaded from it
-        must not come back under a new id, even when :attr:`modified` was
-        set by hand: only the paths it changed are kept.
+        """Go on as a new session holding only this request's own changes,
+        when the stored one vanished (expired, or a concurrent logout): what
+        the request loaded must not come back under a new id, even with
+        :attr:`modified` set by hand.
         """
         own = self._changes.own()
         self._start_fresh()
@@ -202,11 +187,9 @@ class Session(SessionMapping):
     def _chain_broken(
         self, operation: str, error: SessionChainError
     ) -> SessionChainError:
-        """Go on as a new, empty session after ``error``, and return it.
-
-        The cookie leads to no live session: this request's changes are
-        dropped, as the session they were meant for is gone, and the
-        response drops the cookie. Reads and writes answer alike.
+        """Go on as a new, empty session after ``error``, and return it: the
+        cookie leads to no live session, so this request's changes are
+        dropped and the response drops the cookie.
         """
         events.chain_broken(self, operation, error)
         self._changes.drop()
@@ -287,14 +270,10 @@ class Session(SessionMapping):
         events.saved(self, changes, created=created, emptied=result.emptied)
 
     def _saved(self, result: MergeResult, *, expiry_moved: bool) -> None:
-        """Take on what a write that is done did.
-
-        The cookie is sent again only when what it says changed in a way
-        that matters: a new session, one deleted as it became empty, or a
-        new expiry for a permanent session, whose cookie expires with it (see
-        :meth:`~flask_relay_session.interface.RelaySessionInterface.should_set_cookie`).
-        The expiry a browser-session cookie carries only tells when to
-        refresh, and an older one refreshes no later.
+        """Take on what a write that is done did. The cookie is sent again
+        for a new or emptied session, and for a permanent one when its expiry
+        moved (a browser-session cookie's expiry only tells when to refresh,
+        and an older one refreshes no later).
         """
         if self.new or result.emptied:
             self.cookie_outdated = True
@@ -321,17 +300,14 @@ class Session(SessionMapping):
         self._switch_to(sid)
 
     def refresh_untouched(self) -> None:
-        """Extend the expiry of a session this request never loaded.
-
-        Called by the interface at the end of a request.
-
-        One ``touch`` of the store, only when the expiry is due for a
-        refresh; a session that is gone is left for the next request to find.
+        """Extend the expiry of a permanent session this request never
+        loaded, when it is due: one ``touch`` of the store, at the end of the
+        request. A session that is gone is left for the next request to find.
         """
         policy = self._policy
         if self._loaded or not self._permanent:
             return
-        if not policy.refresh_due(self._permanent, self._expires_at):
+        if not policy.refresh_due(True, self._expires_at):
             return
         if policy.store.touch(self.sid, ttl=policy.lifetime):
             self._expires_at = policy.now() + policy.lifetime
@@ -447,7 +423,7 @@ class Session(SessionMapping):
             if self.new:
                 self._lock.acquire(self.sid)
             else:
-                self._load(self._lock.acquire_and_load)
+                self._reload(self._lock.acquire_and_load)
             yield self
             self._save(release_lock=True)
         except SessionChainError:
