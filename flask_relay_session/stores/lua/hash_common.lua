@@ -21,8 +21,16 @@ local SIZE = " size"
 -- did not change meanwhile.
 local VERSION = " version"
 
--- How many meta fields a session hash holds.
+-- How many meta fields every session hash holds.
 local META_FIELDS = 4
+
+-- The meta fields of a session bound to a user (see `record_user` in
+-- common.lua): the user, when it was last seen, and the user agent and
+-- address it was seen with (both optional).
+local USER = " user"
+local SEEN = " seen"
+local AGENT = " agent"
+local IP = " ip"
 
 -- The field of a rotated-away id that names the id it redirects to. A
 -- redirect holds this field and EXPIRES, nothing else.
@@ -42,12 +50,12 @@ end
 -- kind, and a table of what goes with it:
 --   "none"      it does not exist: {};
 --   "redirect"  {target = <sid>, expires = <ms, or nil when it does not say>};
---   "session"   {created = <ms>, size = <bytes>};
+--   "session"   {created = <ms>, size = <bytes>, user = <user id or false>};
 --   "foreign"   anything else, which no script may change: {what = <words>}.
 -- Data fields are not read here: a script checks those it decodes. Twin:
 -- `HashLayout.redirect` and `HashLayout.read` in stores/layouts.py, which
 -- check every field.
--- uses: is_id, CREATED, EXPIRES, SIZE, VERSION, REDIRECT, meta_number
+-- uses: is_id, CREATED, EXPIRES, SIZE, VERSION, REDIRECT, USER, meta_number
 local function hash_state(key)
   local kind = redis.call("TYPE", key)["ok"]
   if kind == "none" then
@@ -55,7 +63,7 @@ local function hash_state(key)
   elseif kind ~= "hash" then
     return "foreign", {what = "a Redis " .. kind .. ", not a hash"}
   end
-  local meta = redis.call("HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION)
+  local meta = redis.call("HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION, USER)
   local expires = meta_number(meta[2])
   if meta[1] and is_id(meta[1]) and (expires or not meta[2]) then
     return "redirect", {target = meta[1], expires = expires}
@@ -64,5 +72,46 @@ local function hash_state(key)
   if meta[1] or not (expires and created and size and meta_number(meta[5])) then
     return "foreign", {what = "a hash without the meta fields of a session"}
   end
-  return "session", {created = created, size = size}
+  return "session", {created = created, size = size, user = meta[6]}
+end
+
+-- How many data fields the session hash `key` holds: its fields but the
+-- meta fields.
+-- uses: META_FIELDS, USER, SEEN, AGENT, IP
+local function data_field_count(key)
+  local count = redis.call("HLEN", key) - META_FIELDS
+  for _, present in ipairs(redis.call("HMGET", key, USER, SEEN, AGENT, IP)) do
+    if present then
+      count = count - 1
+    end
+  end
+  return count
+end
+
+-- Record who the session hash `key` belongs to, as `record_user` in
+-- common.lua records it in a document, from the same arguments. Returns
+-- the user it was bound to before ("" for none), and whether anything
+-- changed.
+-- uses: USER, SEEN, AGENT, IP
+local function hash_record_user(key, first)
+  local mode = ARGV[first]
+  local previous = redis.call("HGET", key, USER) or ""
+  if mode == "unbind" then
+    redis.call("HDEL", key, USER, SEEN, AGENT, IP)
+    return previous, previous ~= ""
+  end
+  local user = ARGV[first + 1]
+  if mode == "seen" and previous ~= user then
+    return previous, false
+  end
+  redis.call("HSET", key, USER, user, SEEN, ARGV[first + 2])
+  for offset, field in ipairs({AGENT, IP}) do
+    local value = ARGV[first + 2 + offset]
+    if value ~= "" then
+      redis.call("HSET", key, field, value)
+    else
+      redis.call("HDEL", key, field)
+    end
+  end
+  return previous, true
 end
