@@ -235,7 +235,8 @@ class RelaySession:
 
     def revoke_all(self, user_id: str, *, except_current: bool = False) -> int:
         """End every session of the user ``user_id``: log out everywhere.
-        Return how many sessions were ended. Sends
+        Return how many sessions were ended (a session caught half-way
+        through a rotation may count twice). Sends
         :data:`~flask_relay_session.signals.session_revoked` for each. In an
         app context.
 

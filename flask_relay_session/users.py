@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import typing as t
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ if t.TYPE_CHECKING:
     from .stores.users import UserSession
 
 __all__ = ["SessionHandles", "SessionInfo", "UserSessions"]
+
+logger = logging.getLogger("flask_relay_session")
 
 #: How many times :meth:`UserSessions.revoke_all` reads the registry again
 #: after ending sessions, for those that rotations racing it registered.
@@ -239,18 +242,25 @@ class UserSessions:
         user_id = check_user_id(user_id)
         keep = self._current_sid() if except_current else None
         ended = 0
-        for _ in range(MAX_REVOKE_PASSES):
+        for rounds in range(1, MAX_REVOKE_PASSES + 1):
             sids = [
                 sid
                 for sid in self.store.registered(user_id, now=self.now)
                 if sid != keep
             ]
-            if not sids:
-                break
-            done = self._end(user_id, sids, keep=keep)
-            if not done:
-                break
+            done = self._end(user_id, sids, keep=keep) if sids else []
             ended += len(done)
+            if not done:
+                logger.debug(
+                    "revoke_all: ended %d sessions in %d rounds", ended, rounds
+                )
+                return ended
+        logger.warning(
+            "revoke_all: still ending sessions after %d rounds (%d so far):"
+            " rotations keep racing it; call it again",
+            MAX_REVOKE_PASSES,
+            ended,
+        )
         return ended
 
     def _end(self, user_id: str, sids: list[str], *, keep: str | None) -> list[str]:
