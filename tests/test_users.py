@@ -836,3 +836,25 @@ def test_a_store_without_users_refuses_the_user_api() -> None:
 def app_with(app: Flask) -> Flask:
     RelaySession(app)
     return app
+
+
+def test_a_registry_key_that_holds_something_else_is_replaced(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = app.extensions["relay_session"].store
+    if not isinstance(store, RedisSessionStore):
+        pytest.skip("Redis only: the memory store has no keys")
+    store.redis.set(store.user_key("ada"), "not a registry")
+    assert listed(app) == []
+    assert "not a sorted set" in caplog.text
+    caplog.clear()
+    client = logged_in(app)
+    assert "not a sorted set; it was replaced" in caplog.text
+    assert [info["current"] for info in devices(client)] == [True]
+
+
+def test_a_huge_handle_is_refused_at_once(app: Flask) -> None:
+    client = logged_in(app)
+    with app.app_context():
+        assert relay_of(app).revoke("ada", "A" * 100_000) is False
+    assert state(client)["user_id"] == "ada"

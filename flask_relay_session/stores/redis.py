@@ -435,9 +435,10 @@ class RedisSessionStore:
             write = self._layout.merge(keys, args)
             entry = self._registry_add(registration.user_id, sid, registration)
             if create:
-                reply = self._in_order(write, entry)[0]
+                reply, added = self._in_order(write, entry)
             else:
-                reply = self._in_order(entry, write)[1]
+                added, reply = self._in_order(entry, write)
+            self._registered(added, registration.user_id)
         status = text(reply[0])
         if status == "done":
             user = text(reply[4]) if len(reply) > 4 else ""
@@ -536,9 +537,10 @@ class RedisSessionStore:
                 registration = Registration(
                     user, bind=True, seen=now, until=until or now + 3 * ttl
                 )
-                self._in_order(
+                _, added = self._in_order(
                     copy.write, self._registry_add(user, new_sid, registration)
                 )
+                self._registered(added, user)
             reply = self._send(
                 layout.rotate(
                     [key, self.lock_key(sid)],
