@@ -128,6 +128,8 @@ def user_errors() -> t.Iterator[None]:
         raise click.BadParameter(str(error), param_hint="USER_ID") from error
     except SessionConfigError as error:
         raise UnsupportedStore(str(error)) from error
+    except RuntimeError as error:  # no SECRET_KEY to name sessions with
+        raise click.UsageError(str(error)) from error
 
 
 def _extension() -> t.Any:

@@ -106,3 +106,11 @@ def test_a_store_without_users_exits_4(command: str) -> None:
     RelaySession(app)
     result = run(app, command, "ada")
     assert result.exit_code == EXIT_UNSUPPORTED
+
+
+def test_an_app_without_a_secret_key_is_a_usage_error() -> None:
+    app = Flask(__name__)
+    RelaySession(app)
+    result = run(app, "user", "ada")
+    assert result.exit_code == 2
+    assert "SECRET_KEY" in result.output
