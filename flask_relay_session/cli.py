@@ -8,6 +8,8 @@
     $ flask relay-session delete SID    # log a session out
     $ flask relay-session unlock SID    # free a lock left by a stuck request
     $ flask relay-session migrate-flask-session   # move Flask-Session's sessions
+    $ flask relay-session user USER_ID  # the live sessions of a user
+    $ flask relay-session revoke-user USER_ID  # log a user out everywhere
 
 ``SID`` is the 64 hex digit session id, or a whole session cookie value
 (the id is the part before the first ``.``). The commands work on the store
@@ -20,7 +22,9 @@ that implements the protocol.
 Exit codes: ``0`` done, ``1`` no such session or lock, ``2`` usage error
 (bad arguments, the extension not installed), ``3`` the store cannot be
 reached, ``4`` the app's store does not implement
-:class:`~flask_relay_session.stores.SessionStoreAdmin`.
+:class:`~flask_relay_session.stores.SessionStoreAdmin` (or, for ``user``
+and ``revoke-user``,
+:class:`~flask_relay_session.stores.users.SessionStoreUsers`).
 
 .. versionadded:: 0.1.0
 """
@@ -41,6 +45,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .errors import SessionConfigError
 from .errors import SessionStoreError
 from .stores.base import MAX_REDIRECT_DEPTH
 from .stores.base import SessionStoreAdmin
@@ -115,6 +120,37 @@ def store_errors() -> t.Iterator[None]:
         raise StoreUnreachable(
             f"the session store cannot be reached: {type(cause).__name__}: {cause}"
         ) from error
+
+
+@contextlib.contextmanager
+def user_errors() -> t.Iterator[None]:
+    """Turn what the user API raises into the commands' errors: a bad user
+    id, a store that does not keep the sessions of users, or one that cannot
+    be reached.
+    """
+    try:
+        with store_errors():
+            yield
+    except (TypeError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="USER_ID") from error
+    except SessionConfigError as error:
+        raise UnsupportedStore(str(error)) from error
+    except RuntimeError as error:  # no SECRET_KEY to name sessions with
+        raise click.UsageError(str(error)) from error
+
+
+def _extension() -> t.Any:
+    """Return the extension that set up the current app (a
+    :class:`~flask_relay_session.RelaySession`).
+
+    :raises click.UsageError: the app does not use the extension.
+    """
+    get_store()
+    return current_app.extensions["relay_session"].extension
+
+
+def _moment(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _parse_sid(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -371,3 +407,45 @@ def _migration() -> FlaskSessionMigration:
             " lets their cookies find the moved sessions"
         )
     return t.cast("FlaskSessionMigration", migration)
+
+
+@cli.command("user")
+@click.argument("user_id")
+def user_command(user_id: str) -> None:
+    """List the live sessions of the user USER_ID, newest activity first.
+
+    Each line gives the session's handle (pass it to RelaySession.revoke),
+    when it was created, last seen and expires, and the client it was seen
+    with when RELAY_SESSION_TRACK_CLIENT is on. Session ids are never
+    shown.
+    """
+    extension = _extension()
+    with user_errors():
+        sessions = extension.sessions_of(user_id)
+    if not sessions:
+        click.echo(f"user {user_id!r} has no live sessions")
+        return
+    click.echo(f"user {user_id!r} has {len(sessions)} live sessions:")
+    for info in sessions:
+        line = (
+            f"{info.handle}  created {_moment(info.created_at)}, last seen"
+            f" {_moment(info.last_seen)}, expires {_moment(info.expires_at)}"
+        )
+        client = ", ".join(
+            part for part in (info.ip, info.user_agent) if part is not None
+        )
+        click.echo(f"{line}, {client}" if client else line)
+
+
+@cli.command("revoke-user")
+@click.argument("user_id")
+def revoke_user_command(user_id: str) -> None:
+    """End every session of the user USER_ID: log them out everywhere.
+
+    Their cookies no longer reach them, through any id they were rotated
+    from; requests in flight with them go on with a new, empty session.
+    """
+    extension = _extension()
+    with user_errors():
+        ended = extension.revoke_all(user_id)
+    click.echo(f"ended {ended} sessions of user {user_id!r}")

@@ -54,6 +54,7 @@ Migrating from Flask-Session
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import typing as t
 import urllib.parse
@@ -185,6 +186,16 @@ class Settings:
     #: ``RELAY_SESSION_MIGRATE_FLASK_SESSION``: how to read Flask-Session's
     #: sessions, or ``None`` when they are not moved over.
     migrate_flask_session: MigrationSettings | None = None
+    #: ``RELAY_SESSION_TRACK_USERS``: bind sessions to Flask-Login's users;
+    #: ``None``, the default, when the store can keep the sessions of users
+    #: and Flask-Login is installed.
+    track_users: bool | None = None
+    #: ``RELAY_SESSION_TRACK_CLIENT``: record the user agent and address of
+    #: the sessions of users.
+    track_client: bool = False
+    #: ``RELAY_SESSION_LAST_SEEN_INTERVAL``: how often, at most, a bound
+    #: session records that its user was seen.
+    last_seen_interval: int = 60_000
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
@@ -252,6 +263,15 @@ class Settings:
             max_size=_count(config, "RELAY_SESSION_MAX_SIZE", 1024 * 1024, minimum=1),
             layout=_layout(config),
             migrate_flask_session=_migration(app.config),
+            track_users=_track_users(config),
+            track_client=_bool(config, "RELAY_SESSION_TRACK_CLIENT", False),
+            last_seen_interval=_duration(
+                config,
+                "RELAY_SESSION_LAST_SEEN_INTERVAL",
+                60,
+                minimum=0,
+                minimum_text="0 seconds",
+            ),
         )
 
 
@@ -482,3 +502,22 @@ def _layout(config: t.Mapping[str, t.Any]) -> str:
     if value not in LAYOUTS:
         raise _invalid("RELAY_SESSION_LAYOUT", '"json" or "hash"', value)
     return t.cast(str, value)
+
+
+def _track_users(config: t.Mapping[str, t.Any]) -> bool | None:
+    """``RELAY_SESSION_TRACK_USERS``: ``None`` (the default) leaves it to
+    the extension, which tracks users when Flask-Login is installed and the
+    store can keep the sessions of users.
+    """
+    value = config.get("RELAY_SESSION_TRACK_USERS")
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise _invalid("RELAY_SESSION_TRACK_USERS", "None, True or False", value)
+    if value and importlib.util.find_spec("flask_login") is None:
+        raise SessionConfigError(
+            "RELAY_SESSION_TRACK_USERS is True, but Flask-Login is not"
+            " installed; install it, or bind sessions with"
+            " session.bind_user(user_id)"
+        )
+    return value

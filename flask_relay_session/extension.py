@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import typing as t
 from dataclasses import dataclass
 
 import flask
 from flask import Flask
+from flask import current_app
+from flask import has_request_context
 from flask import request
 
 from .cli import cli as relay_session_cli
@@ -20,12 +23,17 @@ from .errors import error_response
 from .interface import RelaySessionInterface
 from .interface import finish_request
 from .interface import request_session
+from .login import track_flask_login_users
 from .migration import FlaskSessionMigration
 from .session import Session
 from .stores.base import SessionStore
 from .stores.base import missing_methods
 from .stores.memory import MemorySessionStore
 from .stores.redis import RedisSessionStore
+from .stores.users import supports_users
+from .users import SessionHandles
+from .users import SessionInfo
+from .users import UserSessions
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -118,6 +126,17 @@ class RelaySession:
         app.register_error_handler(SessionChainError, self.handle_chain_error)
         app.teardown_request(_finish_request)
         app.cli.add_command(relay_session_cli)
+        track_users = settings.track_users
+        if track_users is None:
+            track_users = _flask_login_installed() and supports_users(store)
+        elif track_users and not supports_users(store):
+            raise SessionConfigError(
+                "RELAY_SESSION_TRACK_USERS needs a store that keeps the sessions"
+                " of users (flask_relay_session.stores.users.SessionStoreUsers);"
+                f" {type(store).__qualname__} does not"
+            )
+        if track_users:
+            track_flask_login_users(app)
 
     def make_store(self, app: Flask, settings: Settings) -> SessionStore:
         """Return the store configured for ``app``.
@@ -174,6 +193,73 @@ class RelaySession:
         logger.info("Session chain: %s", error)
         return self._broken_chain_handler(error)
 
+    # -- the sessions of a user ------------------------------------------
+
+    def _users(self) -> UserSessions:
+        """The user API on the current app's store, for the current request."""
+        state = current_app.extensions.get("relay_session")
+        if state is None:
+            raise RuntimeError(
+                "flask-relay-session is not set up for this app: call"
+                " RelaySession(app) or relay.init_app(app)"
+            )
+        app = current_app
+        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
+        if not app.secret_key:
+            raise RuntimeError("the sessions of users need SECRET_KEY to be set")
+        current = request_session(request) if has_request_context() else None
+        now = int(state.interface.clock() * 1000)
+        return UserSessions(state.store, SessionHandles(keys), current, now)
+
+    def sessions_of(self, user_id: str) -> list[SessionInfo]:
+        """Return the live sessions of the user ``user_id``, newest activity
+        first: those bound to the user with
+        :meth:`~flask_relay_session.Session.bind_user` (or by Flask-Login,
+        see ``RELAY_SESSION_TRACK_USERS``). Sessions that expired, were
+        destroyed or revoked never appear. In an app context.
+
+        Two round trips to Redis, however many sessions the user has.
+
+        :raises ValueError: ``user_id`` is empty or too long.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._users().sessions_of(user_id)
+
+    def revoke(self, user_id: str, handle: str) -> bool:
+        """End the session of the user ``user_id`` that ``handle`` names (a
+        :attr:`SessionInfo.handle <flask_relay_session.users.SessionInfo.handle>`):
+        its cookies no longer reach it. Return ``False`` when the handle
+        names no live session of that user. Sends
+        :data:`~flask_relay_session.signals.session_revoked`. In an app
+        context.
+
+        :raises ValueError: ``user_id`` is empty or too long.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._users().revoke(user_id, handle)
+
+    def revoke_all(self, user_id: str, *, except_current: bool = False) -> int:
+        """End every session of the user ``user_id``: log out everywhere.
+        Return how many sessions were ended (a session caught half-way
+        through a rotation may count twice). Sends
+        :data:`~flask_relay_session.signals.session_revoked` for each. In an
+        app context.
+
+        Sessions ended are deleted, as :meth:`~flask_relay_session.Session.destroy`
+        deletes them, through any id they were rotated from, so no cookie of
+        theirs logs anybody in again; requests in flight with one of them go
+        on with a new, empty session. A rotation racing this ends too.
+
+        :param except_current: keep the session of the request asking, for
+            "log out my other devices" after a password change.
+        :raises ValueError: ``user_id`` is empty or too long.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._users().revoke_all(user_id, except_current=except_current)
+
     @property
     def session(self) -> Session:
         """The current request's session, typed as :class:`Session`.
@@ -191,6 +277,10 @@ class RelaySession:
             )
         session.accessed = True
         return session
+
+
+def _flask_login_installed() -> bool:
+    return importlib.util.find_spec("flask_login") is not None
 
 
 def _redis_client(value: t.Any) -> t.Any:

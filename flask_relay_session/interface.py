@@ -31,6 +31,7 @@ from .errors import replace_response
 from .policy import SessionPolicy
 from .session import Session
 from .stores.base import SessionStore
+from .users import client_of
 
 if t.TYPE_CHECKING:
     from datetime import datetime
@@ -113,6 +114,7 @@ class RelaySessionInterface(SessionInterface):
             lifetime=int(app.permanent_session_lifetime.total_seconds() * 1000),
             refresh_each_request=app.config["SESSION_REFRESH_EACH_REQUEST"],
             clock=self.clock,
+            client=client_of(request) if self.settings.track_client else None,
         )
 
     def open_session(self, app: Flask, request: Request) -> Session | None:

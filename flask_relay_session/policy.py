@@ -25,6 +25,9 @@ class SessionPolicy:
     :param lifetime: ``PERMANENT_SESSION_LIFETIME`` in milliseconds.
     :param refresh_each_request: ``SESSION_REFRESH_EACH_REQUEST``.
     :param clock: returns the current time in seconds.
+    :param client: the request's user agent and address, recorded for the
+        sessions of users with ``RELAY_SESSION_TRACK_CLIENT``; ``None``
+        without.
     """
 
     store: SessionStore
@@ -32,6 +35,7 @@ class SessionPolicy:
     lifetime: int
     refresh_each_request: bool
     clock: t.Callable[[], float] = time.time
+    client: tuple[str | None, str | None] | None = None
 
     def now(self) -> int:
         """The current time in milliseconds."""
@@ -82,6 +86,13 @@ class SessionPolicy:
         ):
             return self.lifetime
         return None
+
+    def registered_until(self, now: int) -> int:
+        """How long a registry entry written at ``now`` lasts: twice the
+        lifetime plus ``RELAY_SESSION_LAST_SEEN_INTERVAL`` (see
+        :mod:`flask_relay_session.stores.users`).
+        """
+        return now + 2 * self.lifetime + self.settings.last_seen_interval
 
     def grace(self, grace_period: float | timedelta | None) -> int:
         """Return a rotation's grace period in milliseconds.

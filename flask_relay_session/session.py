@@ -20,6 +20,8 @@ from datetime import timedelta
 from datetime import timezone
 
 from . import events
+from .binding import BindingMixin
+from .binding import UserBinding
 from .changes import Changes
 from .cookies import new_session_id
 from .errors import SessionChainError
@@ -32,6 +34,7 @@ from .serialization import StoredValueError
 from .stores.base import MergeResult
 from .stores.base import MergeStatus
 from .stores.base import StoredSession
+from .stores.users import supports_users
 
 __all__ = ["Session", "SessionPolicy"]
 
@@ -39,7 +42,7 @@ __all__ = ["Session", "SessionPolicy"]
 Load = t.Callable[[str, "int | None"], "StoredSession | None"]
 
 
-class Session(SessionMapping):
+class Session(SessionMapping, BindingMixin):
     """A server-side session that saves only what changed.
 
     Reading it loads it from the store, once per request; a request that never
@@ -67,6 +70,7 @@ class Session(SessionMapping):
         self._policy = policy
         self._changes = Changes()
         self._lock = SessionLock(policy, self)
+        self._user = UserBinding(policy)
         self._permanent = permanent
         self.accessed = False
         # For the interface: the cookie must be sent again (its id or flags
@@ -166,6 +170,7 @@ class Session(SessionMapping):
                 return
         self._created_at = stored.created_at
         self._expires_at = stored.expires_at
+        self._user.loaded(stored)
 
     def _drop_unreadable(self, error: StoredValueError) -> None:
         """Go on as a new session with this request's own changes: a stored
@@ -203,6 +208,7 @@ class Session(SessionMapping):
         self._loaded = True
         self._created_at = now
         self._expires_at = now + self._policy.lifetime
+        self._user.reset()
         self._switch_to(new_session_id())
 
     def _switch_to(self, sid: str) -> None:
@@ -238,6 +244,8 @@ class Session(SessionMapping):
             self.clear_dirty()
             return
         release = release_lock and self._lock.held
+        registration = self._user.for_save(new=self.new)
+        extra = {} if registration is None else {"registration": registration}
         ttl = policy.write_ttl(
             new=self.new,
             refreshed=self.refreshed,
@@ -248,12 +256,13 @@ class Session(SessionMapping):
             lambda lock_token: policy.store.merge(
                 self.sid,
                 changes,
-                now=policy.now(),
+                now=policy.now() if registration is None else registration.seen,
                 ttl=ttl,
                 create=self.new,
                 lock_token=lock_token,
                 max_size=policy.settings.max_size,
                 release_lock=release,
+                **extra,
             ),
             "save",
         )
@@ -265,6 +274,12 @@ class Session(SessionMapping):
             return
         if release:
             self._lock.released_by_write()
+        if registration is not None and not result.emptied:
+            self._user.recorded(registration)
+        elif not self._loaded:
+            # A write without a load learns the binding from the store.
+            self._user.learned(result)
+            self._record_seen()
         created = self.new
         self._saved(result, expiry_moved=ttl is not None)
         events.saved(self, changes, created=created, emptied=result.emptied)
@@ -305,11 +320,14 @@ class Session(SessionMapping):
         request. A session that is gone is left for the next request to find.
         """
         policy = self._policy
-        if self._loaded or not self._permanent:
+        if self._loaded:
+            self._record_seen()
+            return
+        if not self._permanent:
             return
         if not policy.refresh_due(True, self._expires_at):
             return
-        if policy.store.touch(self.sid, ttl=policy.lifetime):
+        if self._touch(policy.lifetime):
             self._expires_at = policy.now() + policy.lifetime
             self.refreshed = True
 
@@ -353,16 +371,21 @@ class Session(SessionMapping):
                 events.rotated(self, None)
                 return
         changes = self._changes.to_store(new=False, max_size=policy.settings.max_size)
+        now = policy.now()
+        extra = {}
+        if supports_users(policy.store):
+            extra["until"] = policy.registered_until(now)
         result = self._write(
             lambda lock_token: policy.store.rotate(
                 self.sid,
                 new_sid,
                 changes,
-                now=policy.now(),
+                now=now,
                 ttl=policy.lifetime,
                 grace=grace,
                 lock_token=lock_token,
                 max_size=policy.settings.max_size,
+                **extra,
             ),
             "rotate",
         )
@@ -389,6 +412,11 @@ class Session(SessionMapping):
         self._changes.drop()
         self._start_fresh()
         events.destroyed(self, old_sid)
+
+    def _revoked(self) -> None:
+        """The session was revoked by this request: go on as a new one."""
+        self._changes.drop()
+        self._start_fresh()
 
     @contextlib.contextmanager
     def lock(self) -> t.Iterator[Session]:

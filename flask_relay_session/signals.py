@@ -55,6 +55,15 @@ session_rotated = _signals.signal("relay-session-rotated")
 #: session) and ``sid`` (the id that was deleted).
 session_destroyed = _signals.signal("relay-session-destroyed")
 
+#: :meth:`~flask_relay_session.RelaySession.revoke` or
+#: :meth:`~flask_relay_session.RelaySession.revoke_all` ended a session of a
+#: user; sent once per session ended. Keyword arguments: ``session`` (the
+#: session of the request that revoked, ``None`` outside a request, as in
+#: ``flask relay-session revoke-user``), ``sid`` (the id ended),
+#: ``user_id`` and ``handle`` (the session's
+#: :attr:`~flask_relay_session.users.SessionInfo.handle`).
+session_revoked = _signals.signal("relay-session-revoked")
+
 #: A request gave up waiting for the session lock; a
 #: :class:`~flask_relay_session.SessionLockError` follows. Keyword
 #: arguments: ``session``, ``sid``, ``operation`` (``"acquire"`` for

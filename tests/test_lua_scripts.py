@@ -85,12 +85,14 @@ def test_a_script_carries_only_the_definitions_it_needs() -> None:
     # lock.lua uses nothing: it is sent as it is.
     assert LuaScript("lock").source == read("lock.lua")
     # touch.lua uses redirect_target, which uses json, is_id and
-    # is_meta_number; nothing of the merge rules or the lock comes along.
+    # is_meta_number, and split_meta, which reads who the session belongs
+    # to; nothing of the merge rules or the lock comes along.
     assert LuaScript("touch").uses == (
         "json",
         "is_id",
         "is_meta_number",
         "redirect_target",
+        "split_meta",
     )
     # The hash layout's touch reads no JSON: cjson is not even set up.
     assert "json" not in LuaScript("hash_touch").uses

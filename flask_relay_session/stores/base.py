@@ -66,6 +66,10 @@ class StoredSession:
     :param created_at: when the session was created.
     :param expires_at: when the store will drop it.
     :param redirected: the load followed at least one rotation redirect.
+    :param user_id: the user the session is bound to (see
+        :class:`SessionStoreUsers`), ``None`` when it is bound to nobody.
+    :param last_seen: when its user's activity was last recorded, for a
+        bound session.
     """
 
     sid: str
@@ -73,6 +77,8 @@ class StoredSession:
     created_at: int
     expires_at: int
     redirected: bool = False
+    user_id: str | None = None
+    last_seen: int | None = None
 
     def decoded(self) -> dict[str, t.Any]:
         """Return the data with every value decoded.
@@ -115,6 +121,12 @@ class MergeResult:
     :param expires_at: when the store will drop it, with
         :attr:`MergeStatus.DONE`.
     :param emptied: the merge left no data, so the session was deleted.
+    :param previous_user: for :meth:`SessionStoreUsers.register` and
+        :meth:`SessionStoreUsers.unregister`, the user the session was bound
+        to before.
+    :param user_id: for a merge that is done, by a store that keeps the
+        sessions of users, the user the session is bound to, if any.
+    :param last_seen: likewise, when that user was last seen with it.
     """
 
     status: MergeStatus
@@ -122,6 +134,9 @@ class MergeResult:
     created_at: int = 0
     expires_at: int = 0
     emptied: bool = False
+    previous_user: str | None = None
+    user_id: str | None = None
+    last_seen: int | None = None
 
 
 class SessionStore(t.Protocol):

@@ -89,6 +89,31 @@ def as_bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
+#: A meta field of a session hash. Twin: ``meta_number`` in
+#: ``lua/hash_common.lua``.
+_META_NUMBER = re.compile(rb"-?[0-9]{1,14}")
+
+#: How much of the end of a JSON document holds its meta data, at most
+#: (see :func:`split_meta`).
+META_WINDOW = 8192
+
+
+def split_meta(raw: bytes) -> dict[str, t.Any] | None:
+    """Return the meta data that a JSON session document, or the end of one
+    (its last :data:`META_WINDOW` bytes), ends with; ``None`` for anything
+    else. Twin: ``split_meta`` in ``lua/common.lua``, which says why the last
+    ``,"meta":{`` starts it.
+    """
+    at = raw.rfind(b',"meta":{')
+    if at < 0 or not raw.endswith(b"}"):
+        return None
+    try:
+        meta = json.loads(raw[at + 8 : -1])
+    except DECODE_ERRORS:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 class NotASession(Exception):
     """A session key holds something that is neither a session nor a
     redirect of its layout.
@@ -105,15 +130,71 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
+class Owner:
+    """Who a session belongs to, as its meta data says (see
+    :mod:`~flask_relay_session.stores.users`).
+
+    :param user: the user it is bound to, ``None`` for nobody.
+    :param seen: when that user was last seen with it.
+    :param agent: the user agent recorded.
+    :param ip: the address recorded.
+    """
+
+    user: str | None = None
+    seen: int = 0
+    agent: str | None = None
+    ip: str | None = None
+
+    @classmethod
+    def from_meta(cls, meta: t.Mapping[str, t.Any]) -> Owner:
+        """Return who a decoded meta dict (or a hash's meta fields, decoded
+        to ``str``) says the session belongs to; anything that is not what
+        it should be counts as nothing.
+        """
+        user = meta.get("user")
+        if not isinstance(user, str) or not user:
+            return NOBODY
+        seen = meta.get("seen")
+        if isinstance(seen, str):
+            seen = int(seen) if _META_NUMBER.fullmatch(seen.encode()) else None
+        agent, ip = meta.get("agent"), meta.get("ip")
+        return cls(
+            user,
+            int(t.cast(float, seen)) if _is_meta_number(seen) else 0,
+            agent if isinstance(agent, str) else None,
+            ip if isinstance(ip, str) else None,
+        )
+
+    def as_meta(self, seen: int) -> dict[str, t.Any]:
+        """Return the meta data of a session that belongs to this owner,
+        seen at ``seen``: nothing for nobody.
+        """
+        if self.user is None:
+            return {}
+        meta: dict[str, t.Any] = {"user": self.user, "seen": seen}
+        if self.agent is not None:
+            meta["agent"] = self.agent
+        if self.ip is not None:
+            meta["ip"] = self.ip
+        return meta
+
+
+#: The owner of a session bound to nobody.
+NOBODY = Owner()
+
+
+@dataclass(frozen=True, slots=True)
 class Copy:
     """What a rotation writes under the new id (see :meth:`Layout.copy`).
 
     :param created_at: the creation time the copy keeps.
     :param write: the command or script run that writes it.
+    :param owner: who the session belongs to.
     """
 
     created_at: int
     write: Command | ScriptCall
+    owner: Owner = NOBODY
 
 
 def _is_id(value: str | bytes) -> bool:
@@ -131,11 +212,6 @@ def _is_meta_number(value: object) -> bool:
     if type(value) is float:
         return value.is_integer() and abs(value) < 10**14
     return type(value) is int and abs(value) < 10**14
-
-
-#: A meta field of a session hash. Twin: ``meta_number`` in
-#: ``lua/hash_common.lua``.
-_META_NUMBER = re.compile(rb"-?[0-9]{1,14}")
 
 
 class Layout:
@@ -163,6 +239,7 @@ class Layout:
         rotate: LuaScript,
         repoint: LuaScript,
         destroy: LuaScript,
+        register: LuaScript,
         extra: t.Sequence[LuaScript] = (),
     ) -> None:
         self.touch = touch
@@ -170,8 +247,10 @@ class Layout:
         self.rotate = rotate
         self.repoint = repoint
         self.destroy = destroy
+        #: Records who a session belongs to, and nothing else.
+        self.register = register
         #: Every script of the layout.
-        self.scripts = (touch, merge, rotate, repoint, destroy, *extra)
+        self.scripts = (touch, merge, rotate, repoint, destroy, register, *extra)
 
     @staticmethod
     def missing(snapshot: Snapshot) -> bool:
@@ -188,11 +267,24 @@ class Layout:
         """
         raise NotImplementedError
 
-    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
-        """Return the decoded data and the creation time of a snapshot that
-        is no redirect.
+    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int, Owner]:
+        """Return the decoded data, the creation time and the owner of a
+        snapshot that is no redirect.
 
         :raises NotASession: it is no session either.
+        """
+        raise NotImplementedError
+
+    def meta_command(self, key: str) -> Command:
+        """Return the plain command that reads the meta data of the session
+        key ``key``, for :meth:`meta`, without its data.
+        """
+        raise NotImplementedError
+
+    def meta(self, reply: t.Any) -> tuple[int, Owner] | bool:
+        """Return the creation time and the owner from the reply to
+        :meth:`meta_command`; ``True`` when the key holds a redirect,
+        ``False`` when it holds no session (nothing, or anything else).
         """
         raise NotImplementedError
 
@@ -246,6 +338,7 @@ class JsonLayout(Layout):
             rotate=LuaScript("rotate"),
             repoint=LuaScript("repoint"),
             destroy=LuaScript("destroy"),
+            register=LuaScript("register"),
         )
 
     @staticmethod
@@ -276,7 +369,7 @@ class JsonLayout(Layout):
         expires = meta["expiresAt"]
         return (target, int(expires)) if _is_meta_number(expires) else None
 
-    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
+    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int, Owner]:
         # Twin: session_document in lua/merge.lua, which checks the same
         # framing but decodes no tags.
         try:
@@ -294,7 +387,23 @@ class JsonLayout(Layout):
             raise NotASession("a document whose data is not a dict")
         if not isinstance(meta, dict) or not _is_meta_number(meta.get("createdAt")):
             raise NotASession("a document without an integer meta.createdAt")
-        return data, int(meta["createdAt"])
+        return data, int(meta["createdAt"]), Owner.from_meta(meta)
+
+    def meta_command(self, key: str) -> Command:
+        return Command(("GETRANGE", key, -META_WINDOW, -1))
+
+    def meta(self, reply: t.Any) -> tuple[int, Owner] | bool:
+        if not isinstance(reply, (bytes, str)):
+            return False
+        meta = split_meta(as_bytes(reply))
+        if meta is None:
+            return False
+        if "redirectTo" in meta:
+            return True
+        created = meta.get("createdAt")
+        if not _is_meta_number(created):
+            return False
+        return int(t.cast(float, created)), Owner.from_meta(meta)
 
     def fingerprint(self, snapshot: Snapshot) -> str:
         return sha1(snapshot)
@@ -310,7 +419,7 @@ class JsonLayout(Layout):
         ttl: int,
         max_size: int,
     ) -> Copy:
-        _, created_at = self.read(snapshot)
+        _, created_at, owner = self.read(snapshot)
         # The stored form, whose tags stay tags.
         data = json.loads(snapshot)["data"]
         for change in changes:
@@ -319,8 +428,10 @@ class JsonLayout(Layout):
             {name: dumps(value).encode() for name, value in data.items()}, max_size
         )
         meta = {"id": sid, "createdAt": created_at, "expiresAt": now + ttl}
+        meta.update(owner.as_meta(now))
+        # The meta data last: see split_meta.
         encoded = dumps({"data": data, "meta": meta}).encode()
-        return Copy(created_at, Command(("SET", key, encoded, "PX", ttl)))
+        return Copy(created_at, Command(("SET", key, encoded, "PX", ttl)), owner)
 
     @staticmethod
     def show(snapshot: Snapshot) -> tuple[dict[str, t.Any], str | None]:
@@ -337,6 +448,10 @@ class JsonLayout(Layout):
 #: ``lua/hash_common.lua``.
 CREATED, EXPIRES, SIZE, VERSION = " created", " expires", " size", " version"
 HASH_META = frozenset({CREATED, EXPIRES, SIZE, VERSION})
+#: The meta fields of a session bound to a user: who, when last seen, and
+#: with which client.
+USER, SEEN, AGENT, IP = " user", " seen", " agent", " ip"
+USER_META = (USER, SEEN, AGENT, IP)
 #: The field of a rotated-away id's hash that names the id it leads to; the
 #: hash's other field is :data:`EXPIRES`, the end of its grace period.
 REDIRECT = " redirect"
@@ -358,6 +473,7 @@ class HashLayout(Layout):
             rotate=LuaScript("hash_rotate"),
             repoint=LuaScript("hash_repoint"),
             destroy=LuaScript("hash_destroy"),
+            register=LuaScript("hash_register"),
             extra=[self.write_copy],
         )
 
@@ -385,7 +501,21 @@ class HashLayout(Layout):
     @staticmethod
     def data_fields(fields: t.Mapping[str, bytes]) -> dict[str, bytes]:
         """Return the fields that hold session data, without the meta fields."""
-        return {name: value for name, value in fields.items() if name not in HASH_META}
+        return {
+            name: value
+            for name, value in fields.items()
+            if name not in HASH_META and name not in USER_META
+        }
+
+    @staticmethod
+    def owner(fields: t.Mapping[str, bytes]) -> Owner:
+        """Return who the meta fields say the session belongs to."""
+        meta = {
+            name[1:]: value.decode(errors="replace")
+            for name in USER_META
+            if (value := fields.get(name)) is not None
+        }
+        return Owner.from_meta(meta)
 
     @staticmethod
     def missing(snapshot: Snapshot) -> bool:
@@ -409,7 +539,7 @@ class HashLayout(Layout):
             return target.decode(), int(expires)
         return None
 
-    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int]:
+    def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int, Owner]:
         # Twin: hash_state in lua/hash_common.lua, which checks the meta
         # fields only; the scripts check the data fields they decode.
         fields = self.fields(snapshot)
@@ -426,7 +556,7 @@ class HashLayout(Layout):
                     raise NotASession(
                         "a hash with a field that is neither data nor meta"
                     )
-            return loads_fields(data), int(fields[CREATED])
+            return loads_fields(data), int(fields[CREATED]), self.owner(fields)
         except DECODE_ERRORS as error:
             raise NotASession(
                 f"a hash with a field that does not decode ({type(error).__name__})"
@@ -446,7 +576,7 @@ class HashLayout(Layout):
         ttl: int,
         max_size: int,
     ) -> Copy:
-        stored, created_at = self.read(snapshot)
+        stored, created_at, owner = self.read(snapshot)
         for value in stored.values():
             # A copy is rare (a rotation): check every value, so that no
             # foreign value moves to the new id.
@@ -459,9 +589,29 @@ class HashLayout(Layout):
         size = checked_size(data, max_size)
         args: list[t.Any] = [ttl, CREATED, created_at, EXPIRES, now + ttl]
         args += [SIZE, size, VERSION, 1]
+        for name, value in owner.as_meta(now).items():
+            args += (f" {name}", value)
         for name, value in data.items():
             args += (name, value)
-        return Copy(created_at, self.write_copy([key], args))
+        return Copy(created_at, self.write_copy([key], args), owner)
+
+    def meta_command(self, key: str) -> Command:
+        return Command(("HMGET", key, REDIRECT, CREATED, *USER_META))
+
+    def meta(self, reply: t.Any) -> tuple[int, Owner] | bool:
+        if not isinstance(reply, list):
+            return False
+        if reply[0] is not None:
+            return True
+        created = reply[1]
+        if created is None or not _META_NUMBER.fullmatch(as_bytes(created)):
+            return False
+        fields = {
+            name: as_bytes(value)
+            for name, value in zip(USER_META, reply[2:], strict=True)
+            if value is not None
+        }
+        return int(created), self.owner(fields)
 
     @staticmethod
     def show(snapshot: Snapshot) -> tuple[dict[str, t.Any], str | None]:

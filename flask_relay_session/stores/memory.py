@@ -28,16 +28,49 @@ from .base import StoredSession
 from .base import as_shown
 from .paths import apply_changes_to_fields
 from .paths import checked_size
+from .users import Registration
+from .users import UserSession
 
 
 @dataclass
 class _Entry:
-    """A stored session: each top-level key's JSON, or a redirect."""
+    """A stored session: each top-level key's JSON, or a redirect; and the
+    user it is bound to, when it was last seen and with which client.
+    """
 
     created_at: int
     expires_at: int
     fields: dict[str, bytes] = field(default_factory=dict)
     redirect_to: str | None = None
+    user: str | None = None
+    seen: int = 0
+    agent: str | None = None
+    ip: str | None = None
+
+    def moved(self, expires_at: int) -> _Entry:
+        """A copy of the session, its data and its user, expiring then."""
+        return _Entry(
+            self.created_at,
+            expires_at,
+            dict(self.fields),
+            user=self.user,
+            seen=self.seen,
+            agent=self.agent,
+            ip=self.ip,
+        )
+
+    def record(self, registration: Registration) -> bool:
+        """Record ``registration`` (see :class:`SessionStoreUsers
+        <flask_relay_session.stores.users.SessionStoreUsers>`); return
+        whether it applied.
+        """
+        if not registration.bind and self.user != registration.user_id:
+            return False
+        self.user = registration.user_id
+        self.seen = registration.seen
+        self.agent = registration.agent
+        self.ip = registration.ip
+        return True
 
 
 class MemorySessionStore:
@@ -67,6 +100,9 @@ class MemorySessionStore:
         self.clock = clock
         self._sessions: dict[str, _Entry] = {}
         self._locks: dict[str, tuple[str, int]] = {}
+        #: The registry of each user: the ids of their sessions, each with
+        #: the time its entry lasts until.
+        self._users: dict[str, dict[str, int]] = {}
         self._mutex = threading.RLock()
 
     def _now(self) -> int:
@@ -98,6 +134,31 @@ class MemorySessionStore:
         for sid in list(itertools.islice(self._locks, self.eviction_batch)):
             if self._holder(sid) is not None:
                 self._locks[sid] = self._locks.pop(sid)
+        for user in list(itertools.islice(self._users, self.eviction_batch)):
+            if self._registry(user):
+                self._users[user] = self._users.pop(user)
+
+    def _registry(self, user: str) -> dict[str, int]:
+        """The registry of ``user`` without the entries past their end;
+        an empty one is dropped.
+        """
+        now = self._now()
+        entries = self._users.get(user, {})
+        for sid in [sid for sid, until in entries.items() if until < now]:
+            del entries[sid]
+        if not entries:
+            self._users.pop(user, None)
+        return entries
+
+    def _register(self, user: str, sid: str, until: int) -> None:
+        entries = self._registry(user)
+        entries[sid] = max(until, entries.get(sid, until))
+        self._users[user] = entries
+
+    def _unregister(self, user: str | None, sid: str) -> None:
+        if user is not None and sid in self._users.get(user, {}):
+            del self._users[user][sid]
+            self._registry(user)
 
     def _lock_refusal(self, sid: str, token: str | None) -> MergeResult | None:
         holder = self._holder(sid)
@@ -131,6 +192,8 @@ class MemorySessionStore:
                         created_at=entry.created_at,
                         expires_at=entry.expires_at,
                         redirected=bool(visited),
+                        user_id=entry.user,
+                        last_seen=entry.seen if entry.user is not None else None,
                     )
                 visited.append(entry)
                 sid = entry.redirect_to
@@ -141,12 +204,18 @@ class MemorySessionStore:
 
     def touch(self, sid: str, *, ttl: int) -> bool:
         """Extend the lifetime of ``sid``; a redirect's is left as it is."""
+        return self.touch_owner(sid, ttl=ttl) is not None
+
+    def touch_owner(self, sid: str, *, ttl: int) -> tuple[str | None, int] | None:
+        """Touch as :meth:`touch` does, and return the user the session is
+        bound to and when it was last seen; ``None`` when it does not exist.
+        """
         with self._mutex:
             entry = self._entry(sid)
             if entry is None or entry.redirect_to is not None:
-                return False
+                return None
             entry.expires_at = self._now() + ttl
-            return True
+            return entry.user, entry.seen
 
     def merge(
         self,
@@ -159,8 +228,11 @@ class MemorySessionStore:
         lock_token: str | None,
         max_size: int,
         release_lock: bool = False,
+        registration: Registration | None = None,
     ) -> MergeResult:
-        """Apply ``changes`` atomically, with the same rules as Redis."""
+        """Apply ``changes`` atomically, with the same rules as Redis, and
+        record ``registration`` with them.
+        """
         with self._mutex:
             self._evict_expired()
             refusal = self._lock_refusal(sid, lock_token)
@@ -175,12 +247,13 @@ class MemorySessionStore:
                 return MergeResult(
                     MergeStatus.REDIRECTED, redirect_to=entry.redirect_to
                 )
-            updated = _Entry(entry.created_at, entry.expires_at, dict(entry.fields))
+            updated = entry.moved(entry.expires_at)
             apply_changes_to_fields(updated.fields, changes)
             # The lock check above found ``lock_token`` holding the lock.
             release = release_lock and lock_token is not None
             if not updated.fields:
                 self._sessions.pop(sid, None)
+                self._unregister(entry.user, sid)
                 if release:
                     del self._locks[sid]
                 return MergeResult(
@@ -193,12 +266,16 @@ class MemorySessionStore:
                 updated.expires_at = now + ttl
             checked_size(updated.fields, max_size)
             self._sessions[sid] = updated
+            if registration is not None and updated.record(registration):
+                self._register(registration.user_id, sid, registration.until)
             if release:
                 del self._locks[sid]
             return MergeResult(
                 MergeStatus.DONE,
                 created_at=updated.created_at,
                 expires_at=updated.expires_at,
+                user_id=updated.user,
+                last_seen=None if updated.user is None else updated.seen,
             )
 
     def rotate(
@@ -212,8 +289,11 @@ class MemorySessionStore:
         grace: int,
         lock_token: str | None,
         max_size: int,
+        until: int | None = None,
     ) -> MergeResult:
-        """Move the session to ``new_sid``, leaving a redirect for ``grace``."""
+        """Move the session to ``new_sid``, leaving a redirect for ``grace``;
+        a bound session is registered under ``new_sid`` until ``until``.
+        """
         with self._mutex:
             self._evict_expired()
             refusal = self._lock_refusal(sid, lock_token)
@@ -226,10 +306,15 @@ class MemorySessionStore:
                 return MergeResult(
                     MergeStatus.REDIRECTED, redirect_to=entry.redirect_to
                 )
-            moved = _Entry(entry.created_at, now + ttl, dict(entry.fields))
+            moved = entry.moved(now + ttl)
             apply_changes_to_fields(moved.fields, changes)
             checked_size(moved.fields, max_size)
             self._sessions[new_sid] = moved
+            if moved.user is not None:
+                moved.seen = now
+                self._register(moved.user, new_sid, until or now + 3 * ttl)
+                if not grace:
+                    self._unregister(moved.user, sid)
             if grace > 0:
                 self._sessions[sid] = _Entry(
                     entry.created_at, now + grace, redirect_to=new_sid
@@ -256,7 +341,9 @@ class MemorySessionStore:
                 # own redirect goes, and the ids further on keep theirs.
                 del chain[1:]
             for hop in chain:
-                self._sessions.pop(hop, None)
+                ended = self._sessions.pop(hop, None)
+                if ended is not None:
+                    self._unregister(ended.user, hop)
 
     def lock(self, sid: str, token: str, ttl: int) -> bool:
         """Take the lock of ``sid`` for ``token`` unless somebody holds it."""
@@ -288,6 +375,115 @@ class MemorySessionStore:
         """Return whether anybody holds the lock of ``sid``."""
         with self._mutex:
             return self._holder(sid) is not None
+
+    # The sessions of a user: SessionStoreUsers.
+
+    def _find(self, sid: str) -> tuple[list[str], _Entry | None]:
+        """Follow ``sid``'s redirects as :meth:`delete` does: the ids on
+        the way, ``sid`` first, and the session they lead to, if any.
+        """
+        chain = [sid]
+        for _ in range(MAX_REDIRECT_DEPTH + 1):
+            entry = self._entry(chain[-1])
+            if entry is None or entry.redirect_to is None:
+                return chain, entry
+            chain.append(entry.redirect_to)
+        return chain[:1], None
+
+    def register(self, sid: str, registration: Registration) -> MergeResult:
+        """Record ``registration`` on the session ``sid``, moving it from the
+        registry of its previous user.
+        """
+        with self._mutex:
+            self._evict_expired()
+            entry = self._entry(sid)
+            if entry is None:
+                return MergeResult(MergeStatus.MISSING)
+            if entry.redirect_to is not None:
+                return MergeResult(
+                    MergeStatus.REDIRECTED, redirect_to=entry.redirect_to
+                )
+            previous = entry.user
+            if entry.record(registration):
+                self._register(registration.user_id, sid, registration.until)
+                if previous != registration.user_id:
+                    self._unregister(previous, sid)
+            return MergeResult(
+                MergeStatus.DONE,
+                created_at=entry.created_at,
+                expires_at=entry.expires_at,
+                previous_user=previous,
+            )
+
+    def unregister(self, sid: str) -> MergeResult:
+        """Unbind the session ``sid`` from its user."""
+        with self._mutex:
+            entry = self._entry(sid)
+            if entry is None:
+                return MergeResult(MergeStatus.MISSING)
+            if entry.redirect_to is not None:
+                return MergeResult(
+                    MergeStatus.REDIRECTED, redirect_to=entry.redirect_to
+                )
+            previous = entry.user
+            entry.user, entry.seen, entry.agent, entry.ip = None, 0, None, None
+            self._unregister(previous, sid)
+            return MergeResult(
+                MergeStatus.DONE,
+                created_at=entry.created_at,
+                expires_at=entry.expires_at,
+                previous_user=previous,
+            )
+
+    def sessions_of(self, user_id: str, *, now: int) -> list[UserSession]:
+        """Return the live sessions bound to ``user_id``."""
+        found = []
+        with self._mutex:
+            entries = self._registry(user_id)
+            for sid in list(entries):
+                entry = self._entry(sid)
+                if entry is None:
+                    self._unregister(user_id, sid)
+                elif entry.user == user_id and entry.redirect_to is None:
+                    found.append(
+                        UserSession(
+                            sid,
+                            created_at=entry.created_at,
+                            last_seen=entry.seen,
+                            expires_at=entry.expires_at,
+                            agent=entry.agent,
+                            ip=entry.ip,
+                        )
+                    )
+        return found
+
+    def registered(self, user_id: str, *, now: int) -> list[str]:
+        """Return the ids in the registry of ``user_id``."""
+        with self._mutex:
+            return list(self._registry(user_id))
+
+    def end_sessions(
+        self, user_id: str, sids: t.Sequence[str], *, keep: str | None = None
+    ) -> list[str]:
+        """Delete the sessions of ``sids`` bound to ``user_id``, following
+        redirects, but ``keep``.
+        """
+        ended = []
+        with self._mutex:
+            for sid in sids:
+                chain, entry = self._find(sid)
+                if keep in chain:
+                    continue
+                if entry is None:
+                    for hop in chain:
+                        self._sessions.pop(hop, None)
+                        self._unregister(user_id, hop)
+                elif entry.user == user_id:
+                    for hop in chain:
+                        self._sessions.pop(hop, None)
+                        self._unregister(user_id, hop)
+                    ended.append(sid)
+        return ended
 
     # The operator's view: SessionStoreAdmin.
 
@@ -343,6 +539,8 @@ class MemorySessionStore:
                         "expiresAt": entry.expires_at,
                     },
                 }
+                if entry.user is not None:
+                    document["meta"].update(user=entry.user, seen=entry.seen)
             return SessionRecord(
                 document=document,
                 ttl=entry.expires_at - now,

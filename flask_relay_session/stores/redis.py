@@ -41,6 +41,9 @@ from .layouts import NotASession
 from .layouts import text
 from .scripts import LuaScript
 from .scripts import ScriptCall
+from .users import Registration
+from .users import UserSession
+from .users import escape_user_id
 
 logger = logging.getLogger("flask_relay_session")
 
@@ -110,6 +113,22 @@ def _glob_escape(pattern: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", pattern)
 
 
+def _is_cluster(client: t.Any) -> bool:
+    """Whether ``client`` is a Redis Cluster client."""
+    return hasattr(client, "get_primaries")
+
+
+def _registration_args(registration: Registration) -> list[t.Any]:
+    """The arguments of ``record_user`` in ``lua/common.lua``."""
+    return [
+        "bind" if registration.bind else "seen",
+        registration.user_id,
+        registration.seen,
+        registration.agent or "",
+        registration.ip or "",
+    ]
+
+
 def _pttl(value: int) -> int | None:
     """``PTTL``'s answer, with ``None`` for no key (-2) or no expiry (-1)."""
     return None if value < 0 else int(value)
@@ -132,6 +151,10 @@ class RedisSessionStore:
     :param layout: ``"json"``, one JSON string per session, or ``"hash"``,
         one hash per session with a field per top-level key (see the
         module's documentation).
+    :param user_prefix: the prefix of the registries of users
+        (:class:`~flask_relay_session.stores.users.SessionStoreUsers`),
+        after ``prefix``: ``<prefix><user_prefix>{<user id>}``. It must
+        differ from the lock keys' prefix.
     """
 
     def __init__(
@@ -142,17 +165,26 @@ class RedisSessionStore:
         lock_prefix: str = "lock:",
         preload_script: bool = False,
         layout: str = "json",
+        user_prefix: str = "user:",
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f'layout must be "json" or "hash", not {layout!r}')
         self.redis = redis
         self.prefix = prefix
         self.lock_prefix = lock_prefix
+        if user_prefix in (lock_prefix, f"{lock_prefix}released:"):
+            raise ValueError(
+                f"user_prefix {user_prefix!r} must differ from the lock keys'"
+                f" prefixes, {lock_prefix!r} and {lock_prefix + 'released:'!r}"
+            )
+        #: The prefix of the registries of users, after ``prefix``.
+        self.user_prefix = user_prefix
         #: How sessions are kept: ``"json"`` or ``"hash"``.
         self.layout = layout
         self._layout = LAYOUTS[layout]()
         self._lock = LuaScript("lock")
         self._unlock = LuaScript("unlock")
+        self._user_register = LuaScript("user_register")
         #: The SHA1 digests of the scripts sent to the server already.
         self._sent: set[str] = set()
         if preload_script:
@@ -161,7 +193,7 @@ class RedisSessionStore:
     @property
     def scripts(self) -> tuple[LuaScript, ...]:
         """The Lua scripts this store runs."""
-        return (*self._layout.scripts, self._lock, self._unlock)
+        return (*self._layout.scripts, self._lock, self._unlock, self._user_register)
 
     def load_scripts(self) -> None:
         """Load every script into the server with ``SCRIPT LOAD``."""
@@ -177,6 +209,12 @@ class RedisSessionStore:
     def lock_key(self, sid: str) -> str:
         """Return the key of the lock of the session ``sid``."""
         return f"{self.prefix}{self.lock_prefix}{{{sid}}}"
+
+    def user_key(self, user_id: str) -> str:
+        """Return the key of the registry of the user ``user_id``: the user
+        id, escaped (:func:`~.users.escape_user_id`), is its hash tag.
+        """
+        return f"{self.prefix}{self.user_prefix}{{{escape_user_id(user_id)}}}"
 
     def receipt_key(self, sid: str) -> str:
         """Return the key of the receipt a merge that released the lock of
@@ -309,7 +347,7 @@ class RedisSessionStore:
                     sid, expires = redirect
                     previous = None if expires is None else (key, expires)
                     continue
-                data, created_at = layout.read(snapshot)
+                data, created_at, owner = layout.read(snapshot)
             except NotASession as error:
                 _foreign(sid, str(error))
                 return None
@@ -321,6 +359,8 @@ class RedisSessionStore:
                 created_at=created_at,
                 expires_at=_now_ms() + (int(remaining) if ttl is None else ttl),
                 redirected=bool(visited),
+                user_id=owner.user,
+                last_seen=None if owner.user is None else owner.seen,
             )
         raise SessionDepthError(
             f"session {visited[0][:8]}… was rotated more than"
@@ -331,7 +371,17 @@ class RedisSessionStore:
         """Extend the lifetime of ``sid`` with one script that ends in a
         ``PEXPIRE``; a redirect's grace period is left as it is.
         """
-        return bool(self._send(self._layout.touch([self.session_key(sid)], [ttl])))
+        return self.touch_owner(sid, ttl=ttl) is not None
+
+    def touch_owner(self, sid: str, *, ttl: int) -> tuple[str | None, int] | None:
+        """Touch as :meth:`touch` does, in the same script run, and return
+        the user the session is bound to and when it was last seen;
+        ``None`` when the session does not exist.
+        """
+        reply = self._send(self._layout.touch([self.session_key(sid)], [ttl]))
+        if not reply:
+            return None
+        return text(reply[1]) or None, int(reply[2])
 
     def merge(
         self,
@@ -344,6 +394,7 @@ class RedisSessionStore:
         lock_token: str | None,
         max_size: int,
         release_lock: bool = False,
+        registration: Registration | None = None,
     ) -> MergeResult:
         """Apply ``changes`` with one run of the merge script.
 
@@ -351,6 +402,11 @@ class RedisSessionStore:
         write is done, and leaves a receipt of its reply for a minute: a
         merge re-sent after a lost reply finds the lock gone and answers
         with the receipt instead of :attr:`MergeStatus.LOCK_LOST`.
+
+        With ``registration``, the script records it too, and the user's
+        registry is written in the same round trip (two on a cluster, see
+        :meth:`_in_order`): before the session, or after it for a session
+        the merge creates (see :mod:`~flask_relay_session.stores.users`).
 
         A key that holds something that is not a session is logged and left
         as it is, and the merge answers :attr:`MergeStatus.MISSING`, even
@@ -372,14 +428,27 @@ class RedisSessionStore:
         keys = [self.session_key(sid), self.lock_key(sid)]
         if release_lock and lock_token:
             keys.append(self.receipt_key(sid))
-        reply = self._send(self._layout.merge(keys, args))
+        if registration is None:
+            reply = self._send(self._layout.merge(keys, args))
+        else:
+            args += _registration_args(registration)
+            write = self._layout.merge(keys, args)
+            entry = self._registry_add(registration.user_id, sid, registration)
+            if create:
+                reply, added = self._in_order(write, entry)
+            else:
+                added, reply = self._in_order(entry, write)
+            self._registered(added, registration.user_id)
         status = text(reply[0])
         if status == "done":
+            user = text(reply[4]) if len(reply) > 4 else ""
             return MergeResult(
                 MergeStatus.DONE,
                 created_at=int(reply[1]),
                 expires_at=int(reply[2]),
                 emptied=bool(int(reply[3])),
+                user_id=user or None,
+                last_seen=int(reply[5]) if user else None,
             )
         if status == "redirected":
             return MergeResult(MergeStatus.REDIRECTED, redirect_to=text(reply[1]))
@@ -401,6 +470,7 @@ class RedisSessionStore:
         grace: int,
         lock_token: str | None,
         max_size: int,
+        until: int | None = None,
     ) -> MergeResult:
         """Move the session to ``new_sid`` and leave a redirect behind.
 
@@ -409,7 +479,12 @@ class RedisSessionStore:
         a missing session: read the session, write its copy (with
         ``changes``) under ``new_sid``, then replace the old session with
         the redirect, but only if it did not change since it was read; if it
-        did, copy it again.
+        did, copy it again. A session bound to a user is registered under
+        ``new_sid``, with ``until``, right after each copy (pipelined with
+        it but on a cluster): rule 1 of
+        :mod:`~flask_relay_session.stores.users`. Its entry under ``sid``
+        stays while ``sid`` redirects, and is removed at once without a
+        grace period.
 
         A key that holds something that is not a session is logged and left
         as it is, and the rotation answers :attr:`MergeStatus.MISSING`.
@@ -455,7 +530,17 @@ class RedisSessionStore:
                     self.delete(new_sid)
                 _foreign(sid, str(error))
                 return MergeResult(MergeStatus.MISSING)
-            self._send(copy.write)
+            user = copy.owner.user
+            if user is None:
+                self._send(copy.write)
+            else:
+                registration = Registration(
+                    user, bind=True, seen=now, until=until or now + 3 * ttl
+                )
+                _, added = self._in_order(
+                    copy.write, self._registry_add(user, new_sid, registration)
+                )
+                self._registered(added, user)
             reply = self._send(
                 layout.rotate(
                     [key, self.lock_key(sid)],
@@ -468,6 +553,11 @@ class RedisSessionStore:
                 # its own rotation already done.
                 status == "redirected" and text(reply[1]) == new_sid
             ):
+                if user is not None and not grace:
+                    # Gone at once: a tombstone. An old id that redirects
+                    # keeps its entry, for revoke_all to delete it too.
+                    with redis_errors():
+                        self.redis.zrem(self.user_key(user), sid)
                 return MergeResult(
                     MergeStatus.DONE, created_at=copy.created_at, expires_at=now + ttl
                 )
@@ -511,6 +601,10 @@ class RedisSessionStore:
         redirect, the rotation finds it missing and deletes its copy (see
         :meth:`rotate`); if after, the script finds the redirect and the
         next hop deletes the copy.
+
+        The entry of a session bound to a user goes from its user's registry
+        in that pipeline too, once the session is gone: a logout of a bound
+        session that was never rotated costs two round trips.
         """
         redirects: list[str] = []
         for _ in range(MAX_REDIRECT_DEPTH + 1):
@@ -523,12 +617,18 @@ class RedisSessionStore:
             # Too long a chain leads nowhere, as for load: only the id's own
             # redirect goes, and the ids further on keep theirs.
             del redirects[1:]
-        if not redirects:
+            reply = [b"deleted", b""]
+        user = text(reply[1]) if len(reply) > 1 else ""
+        if not redirects and not user:
             return
         with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for rotated in redirects:
                 pipe.delete(self.session_key(rotated))
+            if user:
+                # The session is gone: its entry goes too (rule 2 of
+                # stores/users.py).
+                pipe.zrem(self.user_key(user), sid)
             pipe.execute()
 
     def lock(self, sid: str, token: str, ttl: int) -> bool:
@@ -547,6 +647,247 @@ class RedisSessionStore:
         """Return whether the lock key exists."""
         with redis_errors():
             return bool(self.redis.exists(self.lock_key(sid)))
+
+    # The sessions of users: SessionStoreUsers.
+
+    def _registry_add(
+        self, user_id: str, sid: str, registration: Registration
+    ) -> ScriptCall:
+        """The script run that adds ``sid`` to the registry of ``user_id``."""
+        return self._user_register(
+            [self.user_key(user_id)], [registration.seen, sid, registration.until]
+        )
+
+    def _in_order(self, *calls: Command | ScriptCall) -> list[t.Any]:
+        """Send ``calls`` so that Redis runs them in this order, in one
+        round trip; on a cluster one after the other, a round trip each,
+        since their keys are in different slots and a cluster pipeline
+        keeps no order across nodes. Return their replies.
+
+        On one server the pipeline runs them in order, and a connection that
+        fails runs a first part of them: never a later call without the
+        earlier ones. A script the server forgot answers ``NOSCRIPT`` there
+        without running, so it is sent again with ``EVAL``, and so is every
+        call after it, in order, though the pipeline ran them already: every
+        write here may run twice.
+        """
+        if _is_cluster(self.redis):
+            return [self._send(call) for call in calls]
+        return self._batch(calls, ordered=True)
+
+    def _batch(
+        self, calls: t.Sequence[Command | ScriptCall], *, ordered: bool = False
+    ) -> list[t.Any]:
+        """Send ``calls`` in one pipeline and return their replies.
+
+        A script runs with ``EVALSHA`` once the server was sent it, else
+        with ``EVAL``. A call that meets ``NOSCRIPT`` is sent again with
+        ``EVAL`` on its own; ``ordered``, so is every call after it.
+
+        :raises SessionStoreError: a call failed.
+        """
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                if isinstance(call, Command):
+                    pipe.execute_command(*call.args)
+                    continue
+                script = call.script
+                body = script.sha if script.sha in self._sent else script.source
+                command = "EVALSHA" if body == script.sha else "EVAL"
+                pipe.execute_command(
+                    command, body, len(call.keys), *call.keys, *call.args
+                )
+            replies = pipe.execute(raise_on_error=False)
+        for position, (call, reply) in enumerate(zip(calls, replies, strict=True)):
+            if isinstance(reply, NoScriptError):
+                again = calls[position:] if ordered else [call]
+                replies[position : position + len(again)] = map(self._send, again)
+                if ordered:
+                    break
+            elif isinstance(reply, RedisError):
+                with redis_errors(None if isinstance(call, Command) else call.script):
+                    raise reply
+            elif isinstance(call, ScriptCall):
+                self._sent.add(call.script.sha)
+        return replies
+
+    def _registered(self, reply: t.Any, user_id: str) -> None:
+        """Log a registry that held something else, which was replaced."""
+        if reply:
+            logger.error(
+                "the registry of a user (%s) held something that is not a"
+                " sorted set; it was replaced",
+                self.user_key(user_id)[:40],
+            )
+
+    def register(self, sid: str, registration: Registration) -> MergeResult:
+        """Add the session to the registry of ``registration.user_id``, then
+        record ``registration`` with the register script, in one round trip
+        (two on a cluster); then, when the session moved from another user,
+        remove it from that user's registry, one more.
+        """
+        user_id = registration.user_id
+        write = self._layout.register(
+            [self.session_key(sid)],
+            [registration.seen, *_registration_args(registration)],
+        )
+        entry, reply = self._in_order(
+            self._registry_add(user_id, sid, registration), write
+        )
+        self._registered(entry, user_id)
+        result = self._user_result(sid, reply)
+        previous = result.previous_user
+        if previous and previous != user_id and registration.bind:
+            with redis_errors():
+                self.redis.zrem(self.user_key(previous), sid)
+        return result
+
+    def unregister(self, sid: str) -> MergeResult:
+        """Unbind the session with the register script, then remove it from
+        its user's registry: two round trips for a bound session.
+        """
+        now = _now_ms()
+        reply = self._send(
+            self._layout.register([self.session_key(sid)], [now, "unbind"])
+        )
+        result = self._user_result(sid, reply)
+        if result.previous_user:
+            with redis_errors():
+                self.redis.zrem(self.user_key(result.previous_user), sid)
+        return result
+
+    def _user_result(self, sid: str, reply: t.Any) -> MergeResult:
+        """The result of a register script's ``reply``."""
+        status = text(reply[0])
+        if status == "done":
+            return MergeResult(
+                MergeStatus.DONE,
+                created_at=int(reply[1]),
+                expires_at=int(reply[2]),
+                previous_user=text(reply[3]) or None,
+            )
+        if status == "redirected":
+            return MergeResult(MergeStatus.REDIRECTED, redirect_to=text(reply[1]))
+        if status == "foreign":
+            _foreign(sid, text(reply[1]))
+        return MergeResult(MergeStatus.MISSING)
+
+    def registered(self, user_id: str, *, now: int) -> list[str]:
+        """Drop the entries past their end and read the rest: one pipeline
+        of ``ZREMRANGEBYSCORE`` and ``ZRANGE``.
+        """
+        key = self.user_key(user_id)
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zremrangebyscore(key, "-inf", f"({now}")
+            pipe.zrange(key, 0, -1)
+            replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if _wrong_type(reply):
+                self._registered(True, user_id)
+                return []
+            if isinstance(reply, RedisError):
+                with redis_errors():
+                    raise reply
+        return [text(sid) for sid in replies[1]]
+
+    def sessions_of(self, user_id: str, *, now: int) -> list[UserSession]:
+        """Read the registry (:meth:`registered`), then the meta data and
+        ``PTTL`` of every session in it, in one pipeline: two round trips
+        however many sessions the user has, and a third that drops the
+        entries of those found gone. Only the meta data is read: the end of
+        a JSON document (``GETRANGE``), the meta fields of a hash. The entry
+        of an id rotated away stays, not listed, while it redirects, so that
+        :meth:`end_sessions` deletes the redirect too.
+        """
+        sids = self.registered(user_id, now=now)
+        if not sids:
+            return []
+        layout = self._layout
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for sid in sids:
+                key = self.session_key(sid)
+                pipe.execute_command(*layout.meta_command(key).args)
+                pipe.pttl(key)
+            replies = pipe.execute(raise_on_error=False)
+        found: list[UserSession] = []
+        gone: list[str] = []
+        for position, sid in enumerate(sids):
+            reply, ttl = replies[2 * position : 2 * position + 2]
+            if isinstance(reply, RedisError) and not _wrong_type(reply):
+                with redis_errors():
+                    raise reply
+            meta = False if isinstance(reply, RedisError) else layout.meta(reply)
+            if meta is True:
+                # Rotated away: listed under the new id, while this one
+                # leads there for revoke_all.
+                continue
+            if meta is False or not isinstance(ttl, int) or ttl < 0:
+                # Gone, or no session at all: never again one.
+                gone.append(sid)
+                continue
+            created_at, owner = meta
+            if owner.user == user_id:
+                found.append(
+                    UserSession(
+                        sid,
+                        created_at=created_at,
+                        last_seen=owner.seen,
+                        expires_at=now + ttl,
+                        agent=owner.agent,
+                        ip=owner.ip,
+                    )
+                )
+        if gone:
+            with redis_errors():
+                self.redis.zrem(self.user_key(user_id), *gone)
+        return found
+
+    def end_sessions(
+        self, user_id: str, sids: t.Sequence[str], *, keep: str | None = None
+    ) -> list[str]:
+        """Delete each session of ``user_id`` among ``sids`` with the destroy
+        script, told the user, following redirects as :meth:`delete` does;
+        the first hops in one pipeline, further hops one by one. Then one
+        pipeline deletes the redirects of the sessions ended and removes the
+        entries of the sessions ended or gone.
+        """
+        sids = [sid for sid in sids if sid != keep]
+        if not sids:
+            return []
+        destroy = self._layout.destroy
+        replies = self._batch(
+            [destroy([self.session_key(sid)], [user_id]) for sid in sids]
+        )
+        ended: list[str] = []
+        redirects: list[str] = []
+        unlisted: list[str] = []
+        for sid, reply in zip(sids, replies, strict=True):
+            chain = [sid]
+            while text(reply[0]) == "redirected" and len(chain) <= MAX_REDIRECT_DEPTH:
+                chain.append(text(reply[1]))
+                if chain[-1] == keep:
+                    break
+                reply = self._send(destroy([self.session_key(chain[-1])], [user_id]))
+            status = text(reply[0])
+            if chain[-1] == keep or status == "kept":
+                continue
+            if status == "deleted":
+                # Redirects that led to a session now gone lead nowhere.
+                unlisted += chain
+                redirects += chain[:-1]
+                if text(reply[1]) == user_id:
+                    ended.append(sid)
+        if unlisted:
+            with redis_errors():
+                pipe = self.redis.pipeline(transaction=False)
+                for rotated in redirects:
+                    pipe.delete(self.session_key(rotated))
+                pipe.zrem(self.user_key(user_id), *unlisted)
+                pipe.execute()
+        return ended
 
     def _send(self, write: Command | ScriptCall) -> t.Any:
         """Send a plain command or run a script, and return its reply.

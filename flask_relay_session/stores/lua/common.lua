@@ -233,3 +233,54 @@ local function encode(value)
   end
   return text
 end
+
+-- A session document split before its meta data: the text up to and with
+-- `,"meta":`, and the meta data decoded; nil when `raw` does not end with
+-- meta data. The meta data is written last (see merge.lua and
+-- `JsonLayout.copy` in stores/layouts.py) and no string holds `,"meta":{`
+-- unescaped, so its last occurrence starts it: the data is neither decoded
+-- nor copied into Lua more than once. `raw` may be just the end of a
+-- document, as GETRANGE reads it. Twin: `split_meta` in stores/layouts.py.
+-- uses: json
+local function split_meta(raw)
+  local at, from = nil, 1
+  while true do
+    local found = string.find(raw, ',"meta":{', from, true)
+    if not found then
+      break
+    end
+    at, from = found, found + 1
+  end
+  if not at or string.sub(raw, -1) ~= "}" then
+    return nil
+  end
+  local ok, meta = pcall(json.decode, string.sub(raw, at + 8, -2))
+  if not ok or type(meta) ~= "table" then
+    return nil
+  end
+  return string.sub(raw, 1, at + 7), meta
+end
+
+-- Record who a session belongs to in its decoded meta data `meta`, as
+-- ARGV[first] .. ARGV[first + 4] say: the mode, "bind" (to the user),
+-- "seen" (that the user was seen, only while the session is still bound to
+-- that user) or "unbind"; the user; when it was seen; its user agent and
+-- address ("" for none). Returns the user the session was bound to before
+-- ("" for none), and whether anything changed. Twin: `hash_record_user` in
+-- hash_common.lua, and `_Entry.record` in stores/memory.py.
+local function record_user(meta, first)
+  local mode = ARGV[first]
+  local previous = type(meta.user) == "string" and meta.user or ""
+  if mode == "unbind" then
+    meta.user, meta.seen, meta.agent, meta.ip = nil, nil, nil, nil
+    return previous, previous ~= ""
+  end
+  local user = ARGV[first + 1]
+  if mode == "seen" and previous ~= user then
+    return previous, false
+  end
+  meta.user, meta.seen = user, tonumber(ARGV[first + 2])
+  meta.agent = ARGV[first + 3] ~= "" and ARGV[first + 3] or nil
+  meta.ip = ARGV[first + 4] ~= "" and ARGV[first + 4] or nil
+  return previous, true
+end

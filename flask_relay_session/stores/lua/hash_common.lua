@@ -21,8 +21,16 @@ local SIZE = " size"
 -- did not change meanwhile.
 local VERSION = " version"
 
--- How many meta fields a session hash holds.
+-- How many meta fields every session hash holds.
 local META_FIELDS = 4
+
+-- The meta fields of a session bound to a user (see `record_user` in
+-- common.lua): the user, when it was last seen, and the user agent and
+-- address it was seen with (both optional).
+local USER = " user"
+local SEEN = " seen"
+local AGENT = " agent"
+local IP = " ip"
 
 -- The field of a rotated-away id that names the id it redirects to. A
 -- redirect holds this field and EXPIRES, nothing else.
@@ -42,15 +50,17 @@ end
 -- none, its type: a kind, and a table of what goes with it:
 --   "none"      it does not exist: {};
 --   "redirect"  {target = <sid>, expires = <ms, or nil when it does not say>};
---   "session"   {created = <ms>, size = <bytes>};
+--   "session"   {created = <ms>, size = <bytes>, user = <user id or false>};
 --   "foreign"   anything else, which no script may change: {what = <words>}.
 -- Data fields are not read here: a script checks those it decodes. Twin:
 -- `HashLayout.redirect` and `HashLayout.read` in stores/layouts.py, which
 -- check every field.
--- uses: read_key, is_id, CREATED, EXPIRES, SIZE, VERSION, REDIRECT
+-- uses: read_key, is_id, CREATED, EXPIRES, SIZE, VERSION, REDIRECT, USER
 -- uses: meta_number
 local function hash_state(key)
-  local meta, kind = read_key("HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION)
+  local meta, kind = read_key(
+    "HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION, USER
+  )
   if meta and not (meta[1] or meta[2] or meta[3] or meta[4] or meta[5]) then
     -- A missing key reads as a hash without these fields: TYPE tells.
     kind = redis.call("TYPE", key)["ok"]
@@ -68,5 +78,46 @@ local function hash_state(key)
   if meta[1] or not (expires and created and size and meta_number(meta[5])) then
     return "foreign", {what = "a hash without the meta fields of a session"}
   end
-  return "session", {created = created, size = size}
+  return "session", {created = created, size = size, user = meta[6]}
+end
+
+-- How many data fields the session hash `key` holds: its fields but the
+-- meta fields.
+-- uses: META_FIELDS, USER, SEEN, AGENT, IP
+local function data_field_count(key)
+  local count = redis.call("HLEN", key) - META_FIELDS
+  for _, present in ipairs(redis.call("HMGET", key, USER, SEEN, AGENT, IP)) do
+    if present then
+      count = count - 1
+    end
+  end
+  return count
+end
+
+-- Record who the session hash `key` belongs to, as `record_user` in
+-- common.lua records it in a document, from the same arguments. Returns
+-- the user it was bound to before ("" for none), and whether anything
+-- changed.
+-- uses: USER, SEEN, AGENT, IP
+local function hash_record_user(key, first)
+  local mode = ARGV[first]
+  local previous = redis.call("HGET", key, USER) or ""
+  if mode == "unbind" then
+    redis.call("HDEL", key, USER, SEEN, AGENT, IP)
+    return previous, previous ~= ""
+  end
+  local user = ARGV[first + 1]
+  if mode == "seen" and previous ~= user then
+    return previous, false
+  end
+  redis.call("HSET", key, USER, user, SEEN, ARGV[first + 2])
+  for offset, field in ipairs({AGENT, IP}) do
+    local value = ARGV[first + 2 + offset]
+    if value ~= "" then
+      redis.call("HSET", key, field, value)
+    else
+      redis.call("HDEL", key, field)
+    end
+  end
+  return previous, true
 end

@@ -14,13 +14,18 @@
 -- ARGV[6]  the number of changes, then each change as:
 --          "s", depth, key 1 .. key depth, value JSON   (set a path)
 --          "d", depth, key 1 .. key depth               (delete a path)
+--          then, to record who the session belongs to along with the
+--          write, five more: mode, user, seen, agent, address (see
+--          `record_user` in common.lua)
 --
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"foreign", what} when the key holds something that is not a session: not
 -- a hash, a hash without the meta fields (see `hash_state` in
 -- hash_common.lua), or a field this write decodes that is not JSON (`what`
 -- says what, in words; the key is left as it is), {"too_large", size} or
--- {"done", created_ms, expires_ms, emptied}.
+-- {"done", created_ms, expires_ms, emptied, user, seen_ms}, the last two the
+-- user the session is bound to ("" for none) and when it was last seen (see
+-- `hash_record_user` in hash_common.lua).
 -- Nothing is written unless the reply is "done".
 -- A re-sent script whose first run released the lock gets the first run's
 -- reply again (see `finish` in common.lua).
@@ -32,7 +37,8 @@
 -- the lengths of the touched fields.
 --
 -- uses: json, lock_refusal, finish, receipt, grace_over, apply_change
--- uses: encode, CREATED, EXPIRES, SIZE, META_FIELDS, VERSION, hash_state
+-- uses: encode, CREATED, EXPIRES, SIZE, VERSION, hash_state
+-- uses: USER, SEEN, meta_number, data_field_count, hash_record_user
 
 local key = KEYS[1]
 local release = #KEYS == 3
@@ -170,26 +176,32 @@ if size > tonumber(ARGV[5]) then
   return {"too_large", size}
 end
 
--- Once a data field is written (any name but a meta field's), the hash
--- holds more than its meta fields: only a write that writes none asks HLEN.
+-- Once a data field is written (a name that is no meta field's: not a space
+-- and a letter, see hash_common.lua), the hash holds data: only a write that
+-- writes none counts its data fields.
 local holds_data = false
 for position, field in ipairs(touched) do
   local value = values[position]
   if value then
     redis.call("HSET", key, field, value)
-    holds_data = holds_data or field ~= CREATED and field ~= EXPIRES
-      and field ~= SIZE and field ~= VERSION
+    holds_data = holds_data or string.sub(field, 1, 1) ~= " "
+      or string.sub(field, 2, 2) == " " or string.sub(field, 2, 2) == "~"
   elseif value == false then
     redis.call("HDEL", key, field)
   end
 end
 redis.call("HSET", key, CREATED, created, EXPIRES, now + ttl, SIZE, size)
 redis.call("HINCRBY", key, VERSION, "1")
-if not holds_data and redis.call("HLEN", key) <= META_FIELDS then
+if ARGV[index] then
+  hash_record_user(key, index)
+end
+if not holds_data and data_field_count(key) == 0 then
   redis.call("DEL", key)
   return finish(KEYS[2], KEYS[3], release, {"done", created, now, 1})
 end
 if ARGV[3] ~= "" then
   redis.call("PEXPIRE", key, ttl)
 end
-return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0})
+local owner = redis.call("HMGET", key, USER, SEEN)
+local user, seen = owner[1] or "", meta_number(owner[2]) or 0
+return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0, user, seen})

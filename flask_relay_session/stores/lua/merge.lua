@@ -14,17 +14,22 @@
 -- ARGV[6]  the number of changes, then each change as:
 --          "s", depth, key 1 .. key depth, value JSON   (set a path)
 --          "d", depth, key 1 .. key depth               (delete a path)
+--          then, to record who the session belongs to along with the
+--          write, five more: mode, user, seen, agent, address (see
+--          `record_user` in common.lua)
 --
 -- Returns {"locked"}, {"lock_lost"}, {"missing"}, {"redirected", sid},
 -- {"foreign", what} when the key holds something that is not a session
 -- (`what` says what, in words; the key is left as it is), {"too_large",
--- size} or {"done", created_ms, expires_ms, emptied}.
+-- size} or {"done", created_ms, expires_ms, emptied, user, seen_ms}, the
+-- last two the user the session is bound to ("" for none) and when it was
+-- last seen (see `record_user` in common.lua).
 -- Nothing is written unless the reply is "done".
 -- A re-sent script whose first run released the lock gets the first run's
 -- reply again (see `finish` in common.lua).
 --
 -- uses: json, lock_refusal, read_key, finish, receipt, is_meta_number
--- uses: redirect_target, grace_over, is_dict, apply_change, encode
+-- uses: redirect_target, grace_over, is_dict, apply_change, encode, record_user
 
 -- The session document `raw` holds, decoded, or nil and what it holds
 -- instead: not JSON, or JSON whose "data" is not a dict or whose "meta" has
@@ -122,6 +127,9 @@ for _ = 1, tonumber(ARGV[6]) do
   apply_change(data, op, first, last)
   index = op == "s" and last + 2 or last + 1
 end
+if ARGV[index] then
+  record_user(doc.meta, index)
+end
 
 local created = doc.meta.createdAt
 if next(data) == nil then
@@ -148,4 +156,6 @@ doc.meta.expiresAt = now + ttl
 doc.data = nil
 local meta = json.encode(doc.meta)
 redis.call("SET", KEYS[1], '{"data":' .. encoded .. ',"meta":' .. meta .. "}", "PX", ttl)
-return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0})
+local user = type(doc.meta.user) == "string" and doc.meta.user or ""
+local seen = is_meta_number(doc.meta.seen) and doc.meta.seen or 0
+return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0, user, seen})
