@@ -23,6 +23,7 @@ from .stores.users import supports_users
 from .users import users_store
 
 if t.TYPE_CHECKING:
+    from .changes import Changes
     from .locking import Write
     from .policy import SessionPolicy
     from .stores.base import StoredSession
@@ -115,6 +116,7 @@ class BindingMixin:
 
     _policy: SessionPolicy
     _user: UserBinding
+    _changes: Changes
     _loaded: bool
     #: Nothing is stored under :attr:`sid` yet.
     new: bool
@@ -128,6 +130,9 @@ class BindingMixin:
         raise NotImplementedError
 
     def _continue_as_new(self) -> None:
+        raise NotImplementedError
+
+    def _start_fresh(self) -> None:
         raise NotImplementedError
 
     @property
@@ -183,6 +188,32 @@ class BindingMixin:
         if result.status is MergeStatus.MISSING:
             self._continue_as_new()
         self._user.reset()
+
+    def _revoked(self) -> None:
+        """The session was revoked by this request: go on as a new one."""
+        self._changes.drop()
+        self._start_fresh()
+
+    def _user_saved(
+        self, registration: Registration | None, result: MergeResult
+    ) -> None:
+        """Take on what a save that is done did to the binding:
+        ``registration`` went with it, or a write that loaded nothing learns
+        the binding from the store's reply.
+        """
+        if registration is not None and not result.emptied:
+            self._user.recorded(registration)
+        elif not self._loaded:
+            self._user.learned(result)
+            self._record_seen()
+
+    def _rotate_options(self, now: int) -> dict[str, t.Any]:
+        """The options a rotation at ``now`` gives the store for the
+        sessions of users: how long the new id stays registered.
+        """
+        if not supports_users(self._policy.store):
+            return {}
+        return {"until": self._policy.registered_until(now)}
 
     def _touch(self, ttl: int) -> bool:
         """Extend the session's lifetime without loading it, and record a

@@ -196,3 +196,27 @@ class SessionLock:
                 )
             events.lock_waiting(session, operation, waits)
             self._policy.wait(waits)
+
+
+class LockMixin:
+    """The lock methods of :class:`~flask_relay_session.Session`, over its
+    :class:`SessionLock`. The session provides the members declared here.
+    """
+
+    _policy: SessionPolicy
+    _lock: SessionLock
+    #: The session id.
+    sid: str
+
+    @property
+    def is_lock_owner(self) -> bool:
+        """Whether this request holds the session lock."""
+        return self._lock.held
+
+    def is_locked(self) -> bool:
+        """Ask the store whether any request holds the session lock."""
+        return self._policy.store.is_locked(self.sid)
+
+    def release_lock(self) -> None:
+        """Release the session lock if this request holds it."""
+        self._lock.release()

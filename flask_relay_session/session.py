@@ -26,6 +26,7 @@ from .changes import Changes
 from .cookies import new_session_id
 from .errors import SessionChainError
 from .errors import SessionStoreError
+from .locking import LockMixin
 from .locking import SessionLock
 from .locking import Write
 from .mapping import SessionMapping
@@ -34,7 +35,6 @@ from .serialization import StoredValueError
 from .stores.base import MergeResult
 from .stores.base import MergeStatus
 from .stores.base import StoredSession
-from .stores.users import supports_users
 
 __all__ = ["Session", "SessionPolicy"]
 
@@ -42,7 +42,7 @@ __all__ = ["Session", "SessionPolicy"]
 Load = t.Callable[[str, "int | None"], "StoredSession | None"]
 
 
-class Session(SessionMapping, BindingMixin):
+class Session(SessionMapping, BindingMixin, LockMixin):
     """A server-side session that saves only what changed.
 
     Reading it loads it from the store, once per request; a request that never
@@ -108,15 +108,6 @@ class Session(SessionMapping, BindingMixin):
     def expires_at(self) -> datetime:
         """When the store will drop the session, as an aware UTC datetime."""
         return datetime.fromtimestamp(self._expires_at / 1000, timezone.utc)
-
-    @property
-    def is_lock_owner(self) -> bool:
-        """Whether this request holds the session lock."""
-        return self._lock.held
-
-    def is_locked(self) -> bool:
-        """Ask the store whether any request holds the session lock."""
-        return self._policy.store.is_locked(self.sid)
 
     # -- loading ---------------------------------------------------------
 
@@ -274,12 +265,7 @@ class Session(SessionMapping, BindingMixin):
             return
         if release:
             self._lock.released_by_write()
-        if registration is not None and not result.emptied:
-            self._user.recorded(registration)
-        elif not self._loaded:
-            # A write without a load learns the binding from the store.
-            self._user.learned(result)
-            self._record_seen()
+        self._user_saved(registration, result)
         created = self.new
         self._saved(result, expiry_moved=ttl is not None)
         events.saved(self, changes, created=created, emptied=result.emptied)
@@ -372,9 +358,7 @@ class Session(SessionMapping, BindingMixin):
                 return
         changes = self._changes.to_store(new=False, max_size=policy.settings.max_size)
         now = policy.now()
-        extra = {}
-        if supports_users(policy.store):
-            extra["until"] = policy.registered_until(now)
+        extra = self._rotate_options(now)
         result = self._write(
             lambda lock_token: policy.store.rotate(
                 self.sid,
@@ -412,11 +396,6 @@ class Session(SessionMapping, BindingMixin):
         self._changes.drop()
         self._start_fresh()
         events.destroyed(self, old_sid)
-
-    def _revoked(self) -> None:
-        """The session was revoked by this request: go on as a new one."""
-        self._changes.drop()
-        self._start_fresh()
 
     @contextlib.contextmanager
     def lock(self) -> t.Iterator[Session]:
@@ -463,7 +442,3 @@ class Session(SessionMapping, BindingMixin):
             raise
         finally:
             self.release_lock()
-
-    def release_lock(self) -> None:
-        """Release the session lock if this request holds it."""
-        self._lock.release()

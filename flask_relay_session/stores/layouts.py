@@ -12,9 +12,9 @@ The session key ``<prefix>{<sid>}`` holds one of two layouts
     A string, the JSON document ``{"data": {...}, "meta": {"id": ...,
     "createdAt": ..., "expiresAt": ...}}``. A rotated-away id holds
     ``{"data": null, "meta": {"redirectTo": <new sid>, "expiresAt": <end of
-    the grace period>}}``. A merge decodes
-    and re-encodes the whole document inside Redis, which blocks the server
-    for about 15 µs per KB, and writes it as Python's :mod:`json` would.
+    the grace period>}}``. A merge decodes and re-encodes the whole document
+    inside Redis, which blocks the server for about 35 to 40 µs per KB (see
+    docs/performance.rst), and writes it as Python's :mod:`json` would.
 
 ``"hash"`` (:class:`HashLayout`)
     A hash with a field per top-level key of the data, holding that value's
