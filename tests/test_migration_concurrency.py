@@ -14,10 +14,8 @@ ends as the marker naming that session.
 
 from __future__ import annotations
 
-import json
 import threading
 import typing as t
-from collections.abc import Callable
 from collections.abc import Iterator
 
 import pytest
@@ -30,18 +28,16 @@ from .apps import DEFAULT_SECRET_KEY
 from .apps.migration_app import build
 from .conftest import missing
 from .redis_servers import RedisServer
-from .wsgi_servers import GunicornServer
 from .wsgi_servers import HttpClient
+from .wsgi_servers import Serve
+from .wsgi_servers import app_servers
 from .wsgi_servers import cookie_sid
 from .wsgi_servers import gunicorn_available
-from .wsgi_servers import gunicorn_servers
 
 pytestmark = pytest.mark.slow
 
 APP = "tests.apps.migration_app:create_app()"
 CONCURRENT = 50
-
-Serve = Callable[..., GunicornServer]
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +45,7 @@ def serve() -> Iterator[Serve]:
     """``serve(redis_server, **config)``: the app under gunicorn, cached."""
     if not gunicorn_available():
         missing("gunicorn")
-    with gunicorn_servers() as start:
-        cache: dict[tuple[tuple[str, str], ...], GunicornServer] = {}
-
-        def serve_app(redis_server: RedisServer, **config: object) -> GunicornServer:
-            env = {"RELAY_TEST_REDIS_URL": redis_server.url}
-            env.update({f"RELAY_TEST_{k}": json.dumps(v) for k, v in config.items()})
-            key = tuple(sorted(env.items()))
-            server = cache.get(key)
-            if server is None or not server.is_running():
-                server = cache[key] = start(APP, env, workers=4, threads=16)
-            return t.cast(GunicornServer, server)
-
+    with app_servers(APP, workers=4, threads=16) as serve_app:
         yield serve_app
 
 

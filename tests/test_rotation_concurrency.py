@@ -67,9 +67,10 @@ from .redis_servers import RedisServer
 from .wsgi_servers import GunicornServer
 from .wsgi_servers import HttpClient
 from .wsgi_servers import HttpReply
+from .wsgi_servers import Serve
+from .wsgi_servers import app_servers
 from .wsgi_servers import cookie_sid
 from .wsgi_servers import gunicorn_available
-from .wsgi_servers import gunicorn_servers
 
 pytestmark = pytest.mark.slow
 
@@ -86,26 +87,13 @@ INITIAL = {"init": True, "profile": {"name": "Ada", "tags": ["a", "b"], "visits"
 # Fixtures
 # --------------------------------------------------------------------------
 
-Serve = Callable[..., GunicornServer]
-
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Serve]:
     """``serve(redis_server, **config)``: the app under gunicorn, cached."""
     if not gunicorn_available():
         missing("gunicorn")
-    with gunicorn_servers() as start:
-        cache: dict[tuple[tuple[str, str], ...], GunicornServer] = {}
-
-        def serve_app(redis_server: RedisServer, **config: object) -> GunicornServer:
-            env = {"RELAY_TEST_REDIS_URL": redis_server.url}
-            env.update({f"RELAY_TEST_{k}": json.dumps(v) for k, v in config.items()})
-            key = tuple(sorted(env.items()))
-            server = cache.get(key)
-            if server is None or not server.is_running():
-                server = cache[key] = start(APP, env, workers=2, threads=8)
-            return t.cast(GunicornServer, server)
-
+    with app_servers(APP) as serve_app:
         yield serve_app
 
 

@@ -257,6 +257,35 @@ def gunicorn_servers() -> Iterator[Callable[..., GunicornServer]]:
             raise errors[0]
 
 
+#: ``serve(redis_server, **config)``: the test app under gunicorn, on that
+#: Redis server, with ``RELAY_TEST_<KEY>`` settings (see :func:`app_servers`).
+Serve = Callable[..., GunicornServer]
+
+
+@contextlib.contextmanager
+def app_servers(app: str, *, workers: int = 2, threads: int = 8) -> Iterator[Serve]:
+    """Serve the test app ``app`` under gunicorn, one server per Redis
+    server and configuration, started on first use and kept for the block.
+
+    The returned ``serve(redis_server, **config)`` passes the server's URL
+    as ``RELAY_TEST_REDIS_URL`` and each setting as ``RELAY_TEST_<KEY>``, in
+    JSON, as the apps of ``tests/apps`` read them.
+    """
+    with gunicorn_servers() as start:
+        cache: dict[tuple[tuple[str, str], ...], GunicornServer] = {}
+
+        def serve(redis_server: Any, **config: object) -> GunicornServer:
+            env = {"RELAY_TEST_REDIS_URL": redis_server.url}
+            env.update({f"RELAY_TEST_{k}": json.dumps(v) for k, v in config.items()})
+            key = tuple(sorted(env.items()))
+            server = cache.get(key)
+            if server is None or not server.is_running():
+                server = cache[key] = start(app, env, workers=workers, threads=threads)
+            return server
+
+        yield serve
+
+
 # --------------------------------------------------------------------------
 # A keep-alive HTTP client with a hand-set Cookie header
 # --------------------------------------------------------------------------
