@@ -136,44 +136,21 @@ def seed_changes(data: dict[str, t.Any]) -> list[Change]:
 class CallgrindRedis(BenchRedis):
     """:class:`BenchRedis` under callgrind, counting what ``EVALSHA`` runs."""
 
-    def start(self) -> CallgrindRedis:
+    start_timeout = 60.0
+
+    def command(self) -> list[str]:
         valgrind = shutil.which("valgrind")
         if valgrind is None:
             raise SystemExit(
                 "--callgrind: valgrind not found (apt-get install valgrind)"
             )
-        self.process = subprocess.Popen(
-            [
-                valgrind,
-                "--tool=callgrind",
-                "--toggle-collect=evalShaCommand",
-                f"--callgrind-out-file={self.directory}/callgrind.out",
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.directory,
-            ],  # fmt: skip
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with self.admin() as probe:
-                    probe.ping()
-                    return self
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        self.stop()
-        raise SystemExit("redis-server did not start under callgrind")
+        return [
+            valgrind,
+            "--tool=callgrind",
+            "--toggle-collect=evalShaCommand",
+            f"--callgrind-out-file={self.directory}/callgrind.out",
+            *super().command(),
+        ]
 
     def _control(self, option: str) -> None:
         assert self.process is not None

@@ -73,30 +73,37 @@ class BenchRedis:
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
+    #: How long the server may take to answer its first ``PING``, in seconds.
+    start_timeout = 10.0
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.directory,
+            "--logfile",
+            os.path.join(self.directory, "redis.log"),
+            "--daemonize",
+            "no",
+        ]  # fmt: skip
+
     def start(self) -> BenchRedis:
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                LOOPBACK,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.directory,
-                "--logfile",
-                os.path.join(self.directory, "redis.log"),
-                "--daemonize",
-                "no",
-            ],  # fmt: skip
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             try:
                 with self.admin() as probe:
