@@ -40,21 +40,19 @@ class SessionData(TrackedDict):
     __slots__ = ()
 
     def __getitem__(self, key: str) -> t.Any:
-        value = dict.__getitem__(self, key)
-        if type(value) is LazyValue:
-            dict.__setitem__(self, key, value.decode())
+        self.decoded(key)
         return super().__getitem__(key)
 
     def pop(self, key: str, *default: t.Any) -> t.Any:
         """Remove ``key`` and return its value, or ``default``."""
         if key in self:
-            self[key]
+            self.decoded(key)
         return super().pop(key, *default)
 
     def popitem(self) -> tuple[str, t.Any]:
         """Remove and return the last inserted item."""
         if self:
-            self[next(reversed(self))]
+            self.decoded(next(reversed(self)))
         return super().popitem()
 
     def decode_all(self) -> None:
