@@ -57,9 +57,8 @@ class SessionData(TrackedDict):
 
     def decode_all(self) -> None:
         """Decode every value not decoded yet."""
-        for key, value in dict.items(self):
-            if type(value) is LazyValue:
-                dict.__setitem__(self, key, value.decode())
+        for key in self:
+            self.decoded(key)
 
     def decoded(self, key: str) -> t.Any:
         """Return the value of ``key`` decoded, untracked and unrecorded."""
