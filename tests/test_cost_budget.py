@@ -72,12 +72,6 @@ def make_app(client: CountingRedis, layout: str, **config: t.Any) -> Flask:
     return app
 
 
-@pytest.fixture(params=["json", "hash"])
-def layout(request: pytest.FixtureRequest) -> str:
-    """The storage layout (``RELAY_SESSION_LAYOUT``) of the test's app."""
-    return t.cast(str, request.param)
-
-
 @pytest.fixture
 def counter(counting_redis: CountingRedis) -> t.Any:
     return counting_redis.counter

@@ -419,11 +419,6 @@ def test_a_key_that_holds_no_session_is_deleted(store: Store) -> None:
         assert not held(store, nth_id(n))
 
 
-@pytest.fixture(params=["json", "hash"])
-def layout(request: pytest.FixtureRequest) -> str:
-    return t.cast(str, request.param)
-
-
 def test_on_a_cluster_a_logout_through_the_first_id_deletes_every_hop(
     cluster: LocalCluster, layout: str
 ) -> None:

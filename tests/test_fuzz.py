@@ -14,7 +14,6 @@ app on Redis 7 and 6.2, in both layouts, or fail with a clear
 from __future__ import annotations
 
 import copy
-import inspect
 import string
 import sys
 import typing as t
@@ -30,31 +29,18 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
 from flask_relay_session import SessionSerializationError
 
 from .redis_servers import CountingRedis
 from .redis_servers import RedisServer
 
-LAYOUTS = ("json", "hash")
 SECRET = "fuzz secret"
 
 fixture_settings = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     deadline=None,
 )
-
-
-def hash_layout_available() -> bool:
-    return "layout" in inspect.signature(RedisSessionStore).parameters
-
-
-@pytest.fixture(params=LAYOUTS)
-def layout(request: pytest.FixtureRequest) -> str:
-    if request.param == "hash" and not hash_layout_available():
-        pytest.skip('RELAY_SESSION_LAYOUT="hash" is not implemented yet')
-    return t.cast(str, request.param)
 
 
 # --------------------------------------------------------------------------

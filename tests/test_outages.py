@@ -260,20 +260,6 @@ def own_server(start_redis: Callable[..., RedisServer]) -> RedisServer:
     return start_redis("redis7")
 
 
-LAYOUTS = ("json", "hash")
-
-
-@pytest.fixture(params=LAYOUTS)
-def layout(request: pytest.FixtureRequest) -> str:
-    import inspect
-
-    if request.param == "hash" and (
-        "layout" not in inspect.signature(RedisSessionStore).parameters
-    ):
-        pytest.skip('RELAY_SESSION_LAYOUT="hash" is not implemented yet')
-    return t.cast(str, request.param)
-
-
 def stored_data(server: RedisServer, layout: str, sid: str) -> t.Any:
     """The session as the package decodes it from the server, or ``None``."""
     client = server.client(protocol=2, retry=no_retry())

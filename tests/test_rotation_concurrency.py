@@ -97,11 +97,6 @@ def serve() -> Iterator[Serve]:
         yield serve_app
 
 
-@pytest.fixture(params=["json", "hash"])
-def layout(request: pytest.FixtureRequest) -> str:
-    return t.cast(str, request.param)
-
-
 # --------------------------------------------------------------------------
 # Redis, read directly
 # --------------------------------------------------------------------------

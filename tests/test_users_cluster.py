@@ -111,11 +111,6 @@ def store_of(app: Flask) -> RedisSessionStore:
     return store
 
 
-@pytest.fixture(params=["json", "hash"])
-def layout(request: pytest.FixtureRequest) -> str:
-    return t.cast(str, request.param)
-
-
 @pytest.fixture
 def cluster_client(cluster: LocalCluster) -> Iterator[redis.cluster.RedisCluster]:
     client = cluster.client()

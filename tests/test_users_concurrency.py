@@ -60,11 +60,6 @@ def serve() -> Iterator[Serve]:
         yield serve_app
 
 
-@pytest.fixture(params=["json", "hash"])
-def layout(request: pytest.FixtureRequest) -> str:
-    return t.cast(str, request.param)
-
-
 @dataclass(frozen=True)
 class Sent:
     """One request of the storm."""

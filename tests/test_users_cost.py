@@ -55,11 +55,6 @@ def make_app(client: CountingRedis, layout: str, **config: t.Any) -> Flask:
     return app
 
 
-@pytest.fixture(params=["json", "hash"])
-def layout(request: pytest.FixtureRequest) -> str:
-    return t.cast(str, request.param)
-
-
 @pytest.fixture
 def counter(counting_redis: CountingRedis) -> t.Any:
     return counting_redis.counter
