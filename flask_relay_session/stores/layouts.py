@@ -252,6 +252,16 @@ class Layout:
         #: Every script of the layout.
         self.scripts = (touch, merge, rotate, repoint, destroy, register, *extra)
 
+    @classmethod
+    def load_commands(cls, key: str, ttl: int | None) -> list[tuple[t.Any, ...]]:
+        """The commands that read the session key ``key`` and set its time
+        to live to ``ttl`` milliseconds or, with ``ttl=None``, ask for it:
+        :attr:`read_command`, then ``PEXPIRE`` or ``PTTL``. The first reply
+        is the snapshot; with ``ttl=None``, the second is the ``PTTL``.
+        """
+        refresh = ("PTTL", key) if ttl is None else ("PEXPIRE", key, ttl)
+        return [(cls.read_command, key), refresh]
+
     @staticmethod
     def missing(snapshot: Snapshot) -> bool:
         """Whether what :attr:`read_command` read says the key does not
@@ -330,6 +340,15 @@ class JsonLayout(Layout):
 
     redis_type = "string"
     read_command = "GET"
+
+    @classmethod
+    def load_commands(cls, key: str, ttl: int | None) -> list[tuple[t.Any, ...]]:
+        """As :meth:`Layout.load_commands`; a refresh is one ``GETEX``
+        (Redis 6.2), which leaves a key of another type as it is.
+        """
+        if ttl is None:
+            return super().load_commands(key, ttl)
+        return [("GETEX", key, "PX", ttl)]
 
     def __init__(self) -> None:
         super().__init__(

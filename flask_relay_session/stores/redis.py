@@ -44,6 +44,7 @@ from .scripts import ScriptCall
 from .users import Registration
 from .users import UserSession
 from .users import escape_user_id
+from .wire import round_trip
 
 logger = logging.getLogger("flask_relay_session")
 
@@ -226,24 +227,27 @@ class RedisSessionStore:
         """Load the session ``sid``, following rotation redirects.
 
         One round trip, expiry refresh included, unless the id was rotated:
-        a pipeline of ``GET`` (``HGETALL`` for the hash layout) and
-        ``PEXPIRE`` (or ``PTTL`` when no refresh is due). Plain commands, not
-        a script: Redis builds a script's reply at about 1.4 µs per KB.
+        the layout's :meth:`~.layouts.Layout.load_commands`, plain commands,
+        not a script (Redis builds a script's reply at about 1.4 µs per KB):
+        one ``GETEX`` for the JSON layout, ``HGETALL`` and ``PEXPIRE`` for
+        the hash layout; with no refresh due, the read and a ``PTTL``. They
+        go in one write (:func:`~.wire.round_trip`).
 
-        The pipeline is not a transaction (a cluster cannot pipeline one
-        across slots, and the hops of a chain are in different slots), so a
-        rotation may land between the read and the ``PEXPIRE``, and that
-        ``PEXPIRE`` may hit a redirect. A redirect carries the end of its
-        grace period: each hop's pipeline sets it back with ``PEXPIREAT``
-        and asks ``PTTL``, and a redirect past its end counts as gone. The
-        scripts that write check that end too. A chain of several redirects
-        is shortened: each id on it is pointed straight at the session.
+        Several commands are not a transaction (a cluster cannot pipeline
+        one across slots, and the hops of a chain are in different slots),
+        so a rotation may land between the read and the ``PEXPIRE``, and
+        that ``PEXPIRE`` may hit a redirect. A redirect carries the end of
+        its grace period: each hop's pipeline sets it back with
+        ``PEXPIREAT`` and asks ``PTTL``, and a redirect past its end counts
+        as gone. The scripts that write check that end too. A chain of
+        several redirects is shortened: each id on it is pointed straight
+        at the session.
 
         A key that holds something that is not a session (see
         :mod:`~flask_relay_session.stores.layouts`) is logged and left as it
-        is, and the load answers ``None``. The ``PEXPIRE`` pipelined with the
-        read reaches it before it is read, so it lives on as long as the
-        session would have.
+        is, and the load answers ``None``. A ``PEXPIRE`` sent with the read
+        reaches it before it is read, so it lives on as long as the session
+        would have; a ``GETEX`` leaves a key of another type untouched.
         """
         stored = self._load(sid, ttl, lock=None)
         assert not isinstance(stored, _NotLocked)
@@ -286,29 +290,20 @@ class RedisSessionStore:
         previous: tuple[str, int] | None = None
         for _ in range(MAX_REDIRECT_DEPTH + 1):
             key = self.session_key(sid)
+            commands: list[tuple[t.Any, ...]] = []
+            if lock is not None:
+                # EVALSHA as a plain command: redis-py's cluster pipeline
+                # refuses its evalsha(), though every key here is in one slot.
+                commands.append(
+                    ("EVALSHA", lock.script.sha, len(lock.keys), *lock.keys, *lock.args)
+                )
+            if previous is not None:
+                commands += [("PEXPIREAT", *previous), ("PTTL", previous[0])]
+            commands += layout.load_commands(key, ttl)
             with redis_errors():
-                pipe = self.redis.pipeline(transaction=False)
-                if lock is not None:
-                    # As a plain command: redis-py's cluster pipeline refuses
-                    # its evalsha(), though every key here is in one slot.
-                    pipe.execute_command(
-                        "EVALSHA",
-                        lock.script.sha,
-                        len(lock.keys),
-                        *lock.keys,
-                        *lock.args,
-                    )
-                if previous is not None:
-                    pipe.pexpireat(*previous)
-                    pipe.pttl(previous[0])
-                pipe.execute_command(layout.read_command, key)
-                if ttl is None:
-                    pipe.pttl(key)
-                else:
-                    pipe.pexpire(key, ttl)
                 # A key of the wrong type answers WRONGTYPE, which is no
                 # failure of the store.
-                replies = pipe.execute(raise_on_error=False)
+                replies = round_trip(self.redis, commands)
             if lock is not None and isinstance(replies[0], NoScriptError):
                 raise replies[0]
             with redis_errors(None if lock is None else lock.script):
@@ -328,7 +323,7 @@ class RedisSessionStore:
                 replies = replies[2:]
             else:
                 redirect_gone = False
-            snapshot, remaining = replies
+            snapshot = replies[0]
             if _wrong_type(snapshot):
                 _foreign(sid, f"a key that is not a Redis {layout.redis_type}")
                 return None
@@ -357,7 +352,7 @@ class RedisSessionStore:
                 sid=sid,
                 data=data,
                 created_at=created_at,
-                expires_at=_now_ms() + (int(remaining) if ttl is None else ttl),
+                expires_at=_now_ms() + (int(replies[1]) if ttl is None else ttl),
                 redirected=bool(visited),
                 user_id=owner.user,
                 last_seen=None if owner.user is None else owner.seen,
