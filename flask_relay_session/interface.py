@@ -13,6 +13,8 @@ import re
 import time
 import typing as t
 
+from flask import after_this_request
+from flask import has_request_context
 from flask import request
 from flask.sessions import SessionInterface
 from flask.sessions import SessionMixin
@@ -157,6 +159,8 @@ class RelaySessionInterface(SessionInterface):
             if log_id is not None and _LOG_ID.fullmatch(log_id):
                 session.log_id = log_id
         request.environ[ENVIRON_KEY] = session
+        if has_request_context():
+            after_this_request(_finishing(session))
         return session
 
     def should_set_cookie(self, app: Flask, session: SessionMixin) -> bool:
@@ -232,6 +236,8 @@ class RelaySessionInterface(SessionInterface):
         return app.make_response(state.extension.handle_chain_error(error))
 
     def _persist(self, session: Session) -> None:
+        if session.finishing_error is not None:
+            raise session.finishing_error
         if session.modified:
             session.save()
         else:
@@ -286,6 +292,19 @@ class RelaySessionInterface(SessionInterface):
         )
         response.vary.add("Cookie")
         return session.sid
+
+
+def _finishing(session: Session) -> t.Callable[[Response], Response]:
+    """The function that tells ``session`` that the view has returned: the
+    first to get the response, before the ``after_request`` functions of
+    the app (Flask runs those of ``after_this_request`` first).
+    """
+
+    def finishing(response: Response) -> Response:
+        session.finishing = True
+        return response
+
+    return finishing
 
 
 def request_session(request: Request) -> Session | None:

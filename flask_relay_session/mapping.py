@@ -15,6 +15,8 @@ from flask.sessions import SessionMixin
 
 from .changes import Changes
 from .changes import SessionData
+from .errors import SessionChainError
+from .errors import SessionStoreError
 from .serialization import StoredValueError
 from .tracking import Path
 
@@ -35,6 +37,12 @@ class SessionMapping(SessionMixin):
     sid: str
     #: The cookie must be sent again: its id or its flags changed.
     cookie_outdated: bool
+    #: The view has returned: the response is being finished, by
+    #: ``after_request`` functions among others.
+    finishing = False
+    #: The error a read met while :attr:`finishing`, which the interface
+    #: answers when it saves the session; ``None`` without one.
+    finishing_error: SessionStoreError | SessionChainError | None = None
     _changes: Changes
     _loaded: bool
     _permanent: bool
@@ -84,9 +92,23 @@ class SessionMapping(SessionMixin):
         self._changes.forget()
 
     def _data(self) -> SessionData:
-        """The loaded data, for a method of the mapping."""
+        """The loaded data, for a method of the mapping.
+
+        Once the view has returned, a load that fails is no error of the
+        ``after_request`` function that reads (Flask-Login's does), which
+        could not answer it: the session reads as empty and nothing of it
+        is saved, and the interface answers the error instead (see
+        :attr:`finishing_error`).
+        """
         self.accessed = True
-        self._ensure_loaded()
+        try:
+            self._ensure_loaded()
+        except (SessionStoreError, SessionChainError) as error:
+            if not self.finishing:
+                raise
+            self.finishing_error = error
+            self._changes.drop()
+            self._loaded = True
         return self._changes.data
 
     def _drop_unreadable(self, error: StoredValueError) -> None:

@@ -10,6 +10,8 @@ import redis
 from flask import Flask
 from flask import jsonify
 from flask import make_response
+from flask import redirect
+from flask import request
 from flask import session
 
 from flask_relay_session import MemorySessionStore
@@ -17,6 +19,8 @@ from flask_relay_session import RelaySession
 from flask_relay_session import SessionSerializationError
 from flask_relay_session import SessionStoreError
 
+from .helpers import client_with
+from .helpers import sid_of
 from .redis_servers import RedisServer
 from .redis_servers import no_retry
 
@@ -321,3 +325,134 @@ def test_a_lock_error_response_names_no_settings(make_app: MakeApp) -> None:
     app.extensions["relay_session"].store.lock(cookie.value[:64], "other", 60_000)
     for response in (client.get("/locked"), client.get("/download")):
         assert_safe_error(response, 409, "session_locked", "RELAY_SESSION")
+
+
+# --------------------------------------------------------------------------
+# A store that fails while the response is finished
+# --------------------------------------------------------------------------
+
+
+def read_after_the_view(app: Flask) -> Flask:
+    """An ``after_request`` function that reads the session, as Flask-Login's
+    does on every response, and a view that never touches it.
+    """
+
+    @app.get("/untouched")
+    def untouched() -> str:
+        return "ok"
+
+    @app.after_request
+    def stamp(response: t.Any) -> t.Any:
+        response.headers["X-Theme"] = str(session.get("theme"))
+        return response
+
+    return app
+
+
+def test_a_store_failing_for_an_after_request_function_gives_503_not_500(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = read_after_the_view(outage_app(own_server))
+    client = app.test_client()
+    client.get("/set/theme/dark")
+    assert client.get("/untouched").headers["X-Theme"] == "dark"
+    own_server.kill()
+    with caplog.at_level(logging.ERROR):
+        response = client.get("/untouched")
+    assert_safe_error(
+        response, 503, "session_store_unavailable", str(own_server.port), "Error"
+    )
+    assert "Set-Cookie" not in response.headers
+    # The store's failure is logged by the extension, not as an error of the app.
+    assert any("store failed" in record.getMessage() for record in caplog.records)
+    assert not any(record.name == app.logger.name for record in caplog.records)
+
+
+def test_flask_login_gives_503_not_500_when_the_store_is_down(
+    own_server: RedisServer,
+) -> None:
+    from flask_login import LoginManager
+    from flask_login import UserMixin
+    from flask_login import login_user
+
+    class User(UserMixin):
+        id = 7
+
+    app = outage_app(own_server)
+    login = LoginManager(app)
+    login.user_loader(lambda user_id: User() if user_id == "7" else None)
+
+    @app.post("/login")
+    def log_in() -> str:
+        login_user(User())
+        return "ok"
+
+    @app.get("/about")
+    def about() -> str:
+        return "a page that reads no session"
+
+    client = app.test_client()
+    client.post("/login")
+    assert client.get("/about").status_code == 200
+    own_server.kill()
+    response = client.get("/about")
+    assert response.status_code == 503
+    assert response.json["error"] == "session_store_unavailable"
+
+
+def test_an_after_request_write_after_a_failed_read_saves_nothing() -> None:
+    store = FailingLoads()
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test secret", RELAY_SESSION_STORE=store)
+    RelaySession(app)
+    add_routes(app)
+
+    @app.get("/count-visits")
+    def count_visits() -> str:
+        session["view"] = "written before the read"  # needs no read
+        store.down = True
+        return "ok"
+
+    @app.after_request
+    def count(response: t.Any) -> t.Any:
+        if request.path == "/count-visits":
+            session["visits"] = session.get("visits", 0) + 1
+            store.down = False  # the store is back before the session is saved
+        return response
+
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    response = browser.get("/count-visits")
+    assert response.status_code == 503
+    assert response.json["error"] == "session_store_unavailable"
+    assert browser.get("/read").json == {"a": "1"}
+
+
+def test_a_broken_chain_found_after_the_view_gets_the_chain_handler() -> None:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test secret", RELAY_SESSION_STORE=MemorySessionStore()
+    )
+    relay = RelaySession(app)
+    read_after_the_view(add_routes(app))
+
+    @relay.broken_chain_handler
+    def to_login(error: Exception) -> t.Any:
+        return redirect("/login-again")
+
+    @app.get("/rotate")
+    def rotate() -> str:
+        session["theme"] = "dark"
+        session.rotate_id()  # type: ignore[attr-defined]
+        return "ok"
+
+    client = app.test_client()
+    client.get("/rotate")
+    old_cookie = client.get_cookie("session").value  # type: ignore[union-attr]
+    client.get("/rotate")
+    app.extensions["relay_session"].store.delete(sid_of(client))
+    straggler = client_with(app, old_cookie)
+    response = straggler.get("/untouched")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login-again"
+    assert straggler.get_cookie("session") is None
