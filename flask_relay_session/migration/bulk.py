@@ -16,7 +16,7 @@ import re
 import typing as t
 from collections.abc import Iterator
 
-from ..stores.redis import redis_errors
+from ..stores.redis_common import redis_errors
 from .formats import SID
 from .outcome import Move
 

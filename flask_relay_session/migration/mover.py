@@ -53,7 +53,7 @@ from ..errors import SessionStoreError
 from ..stores.base import Change
 from ..stores.base import MergeStatus
 from ..stores.base import SessionStore
-from ..stores.redis import redis_errors
+from ..stores.redis_common import redis_errors
 from ..stores.scripts import LuaScript
 from .formats import Decoder
 from .formats import TooLarge

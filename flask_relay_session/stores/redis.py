@@ -8,77 +8,52 @@ same reply. The braces are a Redis Cluster hash tag: a session and its lock
 live in one slot, and every script touches the keys of one session only, so
 every operation works on a cluster. What the session key holds depends on the
 layout, ``"json"`` or ``"hash"`` (see :mod:`flask_relay_session.stores.layouts`).
+
+This module holds :class:`RedisSessionStore` and the path of the session
+data: the keys, the scripts, loads, writes, rotations and the lock. The
+registries of users are in :mod:`~flask_relay_session.stores.redis_users`,
+the operator's view in :mod:`~flask_relay_session.stores.redis_admin`, and
+what they all share, :func:`~.redis_common.redis_errors` first, in
+:mod:`~flask_relay_session.stores.redis_common`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import re
-import time
 import typing as t
 
-import redis
 from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError
 from redis.exceptions import ResponseError
 
 from ..errors import SessionChainBrokenError
 from ..errors import SessionDepthError
-from ..errors import SessionStoreError
 from .base import MAX_REDIRECT_DEPTH
 from .base import Change
-from .base import EntryKind
 from .base import MergeResult
 from .base import MergeStatus
-from .base import SessionRecord
 from .base import StoredSession
 from .base import too_large
 from .layouts import LAYOUTS
-from .layouts import LAYOUTS_BY_TYPE
 from .layouts import Command
 from .layouts import NotASession
 from .layouts import text
+from .redis_admin import RedisAdminMixin
+from .redis_common import RedisClient
+from .redis_common import _foreign
+from .redis_common import _now_ms
+from .redis_common import _registration_args
+from .redis_common import _wrong_type
+from .redis_common import redis_errors
+from .redis_users import RedisUsersMixin
 from .scripts import LuaScript
 from .scripts import ScriptCall
 from .users import Registration
-from .users import UserSession
 from .users import escape_user_id
 from .wire import round_trip
-
-logger = logging.getLogger("flask_relay_session")
-
-#: A standalone, Sentinel or cluster client of redis-py.
-RedisClient = t.Union["redis.Redis", "redis.cluster.RedisCluster"]
 
 #: How often a rotation copies a session that keeps changing before it
 #: gives up and lets the caller wait and retry.
 ROTATE_ATTEMPTS = 5
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@contextlib.contextmanager
-def redis_errors(script: LuaScript | None = None) -> t.Iterator[None]:
-    """Raise a failure of Redis as :class:`SessionStoreError`, saying what to
-    check: the one way the store reports one.
-
-    :param script: the script being run, whose error messages then name the
-        file and line of ``stores/lua`` they mean (see
-        :meth:`LuaScript.where`).
-    """
-    try:
-        yield
-    except RedisError as error:
-        message = f"{type(error).__name__}: {str(error).rstrip('.')}"
-        if script is not None:
-            message = script.where(message)
-        raise SessionStoreError(
-            f"the session store failed: {message}. Check that Redis is running"
-            " and reachable with RELAY_SESSION_REDIS."
-        ) from error
 
 
 class _NotLocked:
@@ -90,59 +65,17 @@ class _NotLocked:
 _NOT_LOCKED = _NotLocked()
 
 
-def _wrong_type(reply: object) -> bool:
-    """Whether a reply is Redis's error for a key of another type than its
-    command reads: the session key holds something that is not a session.
-    """
-    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
-
-
-def _foreign(sid: str, what: str) -> None:
-    """Log that the key of the session ``sid`` holds ``what``, which is not
-    a session; ``what`` says what in words, never quoting the data.
-    """
-    logger.error(
-        "session %s… holds something that is not a session (%s); it is left"
-        " in place for inspection and the request goes on with a new session",
-        sid[:8],
-        what,
-    )
-
-
-def _glob_escape(pattern: str) -> str:
-    """Escape the characters that are special in a ``SCAN MATCH`` pattern."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", pattern)
-
-
-def _is_cluster(client: t.Any) -> bool:
-    """Whether ``client`` is a Redis Cluster client."""
-    return hasattr(client, "get_primaries")
-
-
-def _registration_args(registration: Registration) -> list[t.Any]:
-    """The arguments of ``record_user`` in ``lua/common.lua``."""
-    return [
-        "bind" if registration.bind else "seen",
-        registration.user_id,
-        registration.seen,
-        registration.agent or "",
-        registration.ip or "",
-    ]
-
-
-def _pttl(value: int) -> int | None:
-    """``PTTL``'s answer, with ``None`` for no key (-2) or no expiry (-1)."""
-    return None if value < 0 else int(value)
-
-
-class RedisSessionStore:
+class RedisSessionStore(RedisUsersMixin, RedisAdminMixin):
     """A :class:`~flask_relay_session.SessionStore` in Redis.
 
     Works with a standalone :class:`redis.Redis` client, a
     :class:`redis.cluster.RedisCluster` and a Sentinel master, speaking RESP2
     or RESP3, with ``decode_responses`` on or off. It also implements
+    :class:`~flask_relay_session.stores.users.SessionStoreUsers`, with the
+    methods of :class:`.redis_users.RedisUsersMixin`, and
     :class:`~flask_relay_session.stores.SessionStoreAdmin`, for the
-    ``flask relay-session`` commands.
+    ``flask relay-session`` commands, with those of
+    :class:`.redis_admin.RedisAdminMixin`.
 
     :param redis: the client.
     :param prefix: the prefix of session keys.
@@ -643,247 +576,6 @@ class RedisSessionStore:
         with redis_errors():
             return bool(self.redis.exists(self.lock_key(sid)))
 
-    # The sessions of users: SessionStoreUsers.
-
-    def _registry_add(
-        self, user_id: str, sid: str, registration: Registration
-    ) -> ScriptCall:
-        """The script run that adds ``sid`` to the registry of ``user_id``."""
-        return self._user_register(
-            [self.user_key(user_id)], [registration.seen, sid, registration.until]
-        )
-
-    def _in_order(self, *calls: Command | ScriptCall) -> list[t.Any]:
-        """Send ``calls`` so that Redis runs them in this order, in one
-        round trip; on a cluster one after the other, a round trip each,
-        since their keys are in different slots and a cluster pipeline
-        keeps no order across nodes. Return their replies.
-
-        On one server the pipeline runs them in order, and a connection that
-        fails runs a first part of them: never a later call without the
-        earlier ones. A script the server forgot answers ``NOSCRIPT`` there
-        without running, so it is sent again with ``EVAL``, and so is every
-        call after it, in order, though the pipeline ran them already: every
-        write here may run twice.
-        """
-        if _is_cluster(self.redis):
-            return [self._send(call) for call in calls]
-        return self._batch(calls, ordered=True)
-
-    def _batch(
-        self, calls: t.Sequence[Command | ScriptCall], *, ordered: bool = False
-    ) -> list[t.Any]:
-        """Send ``calls`` in one pipeline and return their replies.
-
-        A script runs with ``EVALSHA`` once the server was sent it, else
-        with ``EVAL``. A call that meets ``NOSCRIPT`` is sent again with
-        ``EVAL`` on its own; ``ordered``, so is every call after it.
-
-        :raises SessionStoreError: a call failed.
-        """
-        with redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for call in calls:
-                if isinstance(call, Command):
-                    pipe.execute_command(*call.args)
-                    continue
-                script = call.script
-                body = script.sha if script.sha in self._sent else script.source
-                command = "EVALSHA" if body == script.sha else "EVAL"
-                pipe.execute_command(
-                    command, body, len(call.keys), *call.keys, *call.args
-                )
-            replies = pipe.execute(raise_on_error=False)
-        for position, (call, reply) in enumerate(zip(calls, replies, strict=True)):
-            if isinstance(reply, NoScriptError):
-                again = calls[position:] if ordered else [call]
-                replies[position : position + len(again)] = map(self._send, again)
-                if ordered:
-                    break
-            elif isinstance(reply, RedisError):
-                with redis_errors(None if isinstance(call, Command) else call.script):
-                    raise reply
-            elif isinstance(call, ScriptCall):
-                self._sent.add(call.script.sha)
-        return replies
-
-    def _registered(self, reply: t.Any, user_id: str) -> None:
-        """Log a registry that held something else, which was replaced."""
-        if reply:
-            logger.error(
-                "the registry of a user (%s) held something that is not a"
-                " sorted set; it was replaced",
-                self.user_key(user_id)[:40],
-            )
-
-    def register(self, sid: str, registration: Registration) -> MergeResult:
-        """Add the session to the registry of ``registration.user_id``, then
-        record ``registration`` with the register script, in one round trip
-        (two on a cluster); then, when the session moved from another user,
-        remove it from that user's registry, one more.
-        """
-        user_id = registration.user_id
-        write = self._layout.register(
-            [self.session_key(sid)],
-            [registration.seen, *_registration_args(registration)],
-        )
-        entry, reply = self._in_order(
-            self._registry_add(user_id, sid, registration), write
-        )
-        self._registered(entry, user_id)
-        result = self._user_result(sid, reply)
-        previous = result.previous_user
-        if previous and previous != user_id and registration.bind:
-            with redis_errors():
-                self.redis.zrem(self.user_key(previous), sid)
-        return result
-
-    def unregister(self, sid: str) -> MergeResult:
-        """Unbind the session with the register script, then remove it from
-        its user's registry: two round trips for a bound session.
-        """
-        now = _now_ms()
-        reply = self._send(
-            self._layout.register([self.session_key(sid)], [now, "unbind"])
-        )
-        result = self._user_result(sid, reply)
-        if result.previous_user:
-            with redis_errors():
-                self.redis.zrem(self.user_key(result.previous_user), sid)
-        return result
-
-    def _user_result(self, sid: str, reply: t.Any) -> MergeResult:
-        """The result of a register script's ``reply``."""
-        status = text(reply[0])
-        if status == "done":
-            return MergeResult(
-                MergeStatus.DONE,
-                created_at=int(reply[1]),
-                expires_at=int(reply[2]),
-                previous_user=text(reply[3]) or None,
-            )
-        if status == "redirected":
-            return MergeResult(MergeStatus.REDIRECTED, redirect_to=text(reply[1]))
-        if status == "foreign":
-            _foreign(sid, text(reply[1]))
-        return MergeResult(MergeStatus.MISSING)
-
-    def registered(self, user_id: str, *, now: int) -> list[str]:
-        """Drop the entries past their end and read the rest: one pipeline
-        of ``ZREMRANGEBYSCORE`` and ``ZRANGE``.
-        """
-        key = self.user_key(user_id)
-        with redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zremrangebyscore(key, "-inf", f"({now}")
-            pipe.zrange(key, 0, -1)
-            replies = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if _wrong_type(reply):
-                self._registered(True, user_id)
-                return []
-            if isinstance(reply, RedisError):
-                with redis_errors():
-                    raise reply
-        return [text(sid) for sid in replies[1]]
-
-    def sessions_of(self, user_id: str, *, now: int) -> list[UserSession]:
-        """Read the registry (:meth:`registered`), then the meta data and
-        ``PTTL`` of every session in it, in one pipeline: two round trips
-        however many sessions the user has, and a third that drops the
-        entries of those found gone. Only the meta data is read: the end of
-        a JSON document (``GETRANGE``), the meta fields of a hash. The entry
-        of an id rotated away stays, not listed, while it redirects, so that
-        :meth:`end_sessions` deletes the redirect too.
-        """
-        sids = self.registered(user_id, now=now)
-        if not sids:
-            return []
-        layout = self._layout
-        with redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for sid in sids:
-                key = self.session_key(sid)
-                pipe.execute_command(*layout.meta_command(key).args)
-                pipe.pttl(key)
-            replies = pipe.execute(raise_on_error=False)
-        found: list[UserSession] = []
-        gone: list[str] = []
-        for position, sid in enumerate(sids):
-            reply, ttl = replies[2 * position : 2 * position + 2]
-            if isinstance(reply, RedisError) and not _wrong_type(reply):
-                with redis_errors():
-                    raise reply
-            meta = False if isinstance(reply, RedisError) else layout.meta(reply)
-            if meta is True:
-                # Rotated away: listed under the new id, while this one
-                # leads there for revoke_all.
-                continue
-            if meta is False or not isinstance(ttl, int) or ttl < 0:
-                # Gone, or no session at all: never again one.
-                gone.append(sid)
-                continue
-            created_at, owner = meta
-            if owner.user == user_id:
-                found.append(
-                    UserSession(
-                        sid,
-                        created_at=created_at,
-                        last_seen=owner.seen,
-                        expires_at=now + ttl,
-                        agent=owner.agent,
-                        ip=owner.ip,
-                    )
-                )
-        if gone:
-            with redis_errors():
-                self.redis.zrem(self.user_key(user_id), *gone)
-        return found
-
-    def end_sessions(
-        self, user_id: str, sids: t.Sequence[str], *, keep: str | None = None
-    ) -> list[str]:
-        """Delete each session of ``user_id`` among ``sids`` with the destroy
-        script, told the user, following redirects as :meth:`delete` does;
-        the first hops in one pipeline, further hops one by one. Then one
-        pipeline deletes the redirects of the sessions ended and removes the
-        entries of the sessions ended or gone.
-        """
-        sids = [sid for sid in sids if sid != keep]
-        if not sids:
-            return []
-        destroy = self._layout.destroy
-        replies = self._batch(
-            [destroy([self.session_key(sid)], [user_id]) for sid in sids]
-        )
-        ended: list[str] = []
-        redirects: list[str] = []
-        unlisted: list[str] = []
-        for sid, reply in zip(sids, replies, strict=True):
-            chain = [sid]
-            while text(reply[0]) == "redirected" and len(chain) <= MAX_REDIRECT_DEPTH:
-                chain.append(text(reply[1]))
-                if chain[-1] == keep:
-                    break
-                reply = self._send(destroy([self.session_key(chain[-1])], [user_id]))
-            status = text(reply[0])
-            if chain[-1] == keep or status == "kept":
-                continue
-            if status == "deleted":
-                # Redirects that led to a session now gone lead nowhere.
-                unlisted += chain
-                redirects += chain[:-1]
-                if text(reply[1]) == user_id:
-                    ended.append(sid)
-        if unlisted:
-            with redis_errors():
-                pipe = self.redis.pipeline(transaction=False)
-                for rotated in redirects:
-                    pipe.delete(self.session_key(rotated))
-                pipe.zrem(self.user_key(user_id), *unlisted)
-                pipe.execute()
-        return ended
-
     def _send(self, write: Command | ScriptCall) -> t.Any:
         """Send a plain command or run a script, and return its reply.
 
@@ -911,110 +603,3 @@ class RedisSessionStore:
         """Send the command ``args`` and return its reply."""
         client: t.Any = self.redis  # RedisCluster's execute_command is untyped.
         return client.execute_command(*args)
-
-    # The operator's view: SessionStoreAdmin.
-
-    def ping(self) -> list[str]:
-        """Ping the server, name the version of every Redis node used, and
-        load the scripts with ``SCRIPT LOAD``.
-        """
-        lines = [
-            f"store: Redis, {self.layout} layout, sessions"
-            f" {self.session_key('<sid>')}, locks {self.lock_key('<sid>')}"
-        ]
-        with redis_errors():
-            self.redis.ping()
-            for node, version in self._servers():
-                lines.append(f"server: Redis {version} at {node}")
-            known = self.redis.script_exists(*(s.sha for s in self.scripts))
-        self.load_scripts()
-        lines.append(
-            f"scripts: {len(self.scripts)} loaded with SCRIPT LOAD"
-            f" (already cached: {sum(map(bool, known))})"
-        )
-        return lines
-
-    def _servers(self) -> list[tuple[str, str]]:
-        """Return where each Redis node used is, and its version."""
-        client: t.Any = self.redis
-        if hasattr(client, "get_primaries"):
-            return [
-                (
-                    f"{node.host}:{node.port} (cluster primary)",
-                    client.info("server", target_nodes=node)["redis_version"],
-                )
-                for node in client.get_primaries()
-            ]
-        pool = client.connection_pool
-        kwargs = pool.connection_kwargs
-        if hasattr(pool, "get_master_address"):
-            host, port = pool.get_master_address()
-            where = f"{host}:{port} (Sentinel master {pool.service_name!r})"
-        elif "path" in kwargs:
-            where = kwargs["path"]
-        else:
-            where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-        info = client.info("server")
-        return [(f"{where} db {kwargs.get('db', 0)}", info["redis_version"])]
-
-    def scan(self, *, batch: int = 1000) -> t.Iterator[tuple[EntryKind, str]]:
-        """Walk the keys under the prefix with incremental ``SCAN`` (every
-        primary of a cluster), never ``KEYS``, so that Redis keeps serving.
-
-        :param batch: the ``COUNT`` hint of each ``SCAN`` call.
-        """
-        # The sid pattern is that of the key methods above.
-        session = re.compile(re.escape(self.prefix) + r"\{([^{}]+)\}")
-        lock = re.compile(re.escape(self.prefix + self.lock_prefix) + r"\{([^{}]+)\}")
-        with redis_errors():
-            for raw in self.redis.scan_iter(
-                match=_glob_escape(self.prefix) + "*", count=batch
-            ):
-                key = text(raw)
-                if found := lock.fullmatch(key):
-                    yield "lock", found[1]
-                elif found := session.fullmatch(key):
-                    yield "session", found[1]
-
-    def size_hint(self) -> int:
-        """Return the number of keys in the database (``DBSIZE``), on every
-        primary of a cluster.
-        """
-        client: t.Any = self.redis
-        with redis_errors():
-            if hasattr(client, "get_primaries"):
-                return int(client.dbsize(target_nodes=client.PRIMARIES))
-            return int(client.dbsize())
-
-    def show(self, sid: str) -> SessionRecord | None:
-        """Read the key of ``sid`` as its ``TYPE`` says, in either layout,
-        with its ``PTTL`` and its lock's.
-        """
-        key = self.session_key(sid)
-        with redis_errors():
-            kind = text(self.redis.type(key))
-            if kind == "none":
-                return None
-            layout = LAYOUTS_BY_TYPE.get(kind)
-            if layout is None:
-                document: dict[str, t.Any] = {"unexpected type": kind}
-                redirect_to = None
-            else:
-                snapshot = self._execute(layout.read_command, key)
-                if layout.missing(snapshot):
-                    return None
-                document, redirect_to = layout.show(snapshot)
-            ttl = self.redis.pttl(key)
-            lock_ttl = self.redis.pttl(self.lock_key(sid))
-        return SessionRecord(
-            document=document,
-            ttl=_pttl(ttl),
-            redirect_to=redirect_to,
-            lock_ttl=_pttl(lock_ttl),
-            key=key,
-        )
-
-    def break_lock(self, sid: str) -> bool:
-        """Delete the lock key, whoever holds it."""
-        with redis_errors():
-            return bool(self.redis.delete(self.lock_key(sid)))
