@@ -221,6 +221,9 @@ class RelaySessionInterface(SessionInterface):
                 raise
             session.client_sid = self._write_cookie(app, session, response)
         finally:
+            # A streamed body reads after this, as a view does: its errors
+            # are its own again.
+            session.finishing = False
             release_lock(session)
 
     def chain_error_response(self, app: Flask, error: SessionChainError) -> Response:

@@ -37,8 +37,9 @@ class SessionMapping(SessionMixin):
     sid: str
     #: The cookie must be sent again: its id or its flags changed.
     cookie_outdated: bool
-    #: The view has returned: the response is being finished, by
-    #: ``after_request`` functions among others.
+    #: The view has returned and the session is not saved yet: the
+    #: response is being finished, by ``after_request`` functions among
+    #: others.
     finishing = False
     #: The error a read met while :attr:`finishing`, which the interface
     #: answers when it saves the session; ``None`` without one.

@@ -38,9 +38,9 @@ from .stores.users import supports_users
 if t.TYPE_CHECKING:
     from flask import Request
 
-    from .session import Session
     from .stores.base import SessionStore
     from .stores.users import UserSession
+
 
 __all__ = ["SessionHandles", "SessionInfo", "UserSessions"]
 
@@ -49,6 +49,29 @@ logger = logging.getLogger("flask_relay_session")
 #: How many times :meth:`UserSessions.revoke_all` reads the registry again
 #: after ending sessions, for those that rotations racing it registered.
 MAX_REVOKE_PASSES = 20
+
+
+class AskingSession(t.Protocol):
+    """What :class:`UserSessions` uses of the session of the request
+    that asks: a :class:`~flask_relay_session.Session`, named by its
+    interface so that this module does not import the session's.
+    """
+
+    #: Nothing is stored under :attr:`sid` yet.
+    new: bool
+    #: The session id.
+    sid: str
+
+    @property
+    def user_id(self) -> str | None:
+        """The user the session is bound to, loading it first."""
+
+    def save(self) -> None:
+        """Send the pending changes to the store now."""
+
+    def _revoked(self) -> None:
+        """The session was revoked by this request: go on as a new one."""
+
 
 _HANDLE_CONTEXT = b"flask-relay-session.handle"
 #: A handle is 16 bytes of HMAC-SHA256, base64url without padding.
@@ -180,7 +203,7 @@ class UserSessions:
         self,
         store: SessionStore,
         handles: SessionHandles,
-        current: Session | None,
+        current: AskingSession | None,
         now: int,
     ) -> None:
         self.store = users_store(store)

@@ -13,6 +13,7 @@ from flask import make_response
 from flask import redirect
 from flask import request
 from flask import session
+from flask import stream_with_context
 
 from flask_relay_session import MemorySessionStore
 from flask_relay_session import RelaySession
@@ -456,3 +457,29 @@ def test_a_broken_chain_found_after_the_view_gets_the_chain_handler() -> None:
     assert response.status_code == 302
     assert response.headers["Location"] == "/login-again"
     assert straggler.get_cookie("session") is None
+
+
+def test_a_read_that_fails_while_the_response_streams_raises_as_before() -> None:
+    """Only the functions that finish the response before the session is
+    saved read a failed load as empty: a streamed body that reads the
+    session after that gets the error, as a view does.
+    """
+    store = FailingLoads()
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test secret", RELAY_SESSION_STORE=store)
+    RelaySession(app)
+    add_routes(app)
+
+    @app.get("/stream")
+    def stream() -> t.Any:
+        def body() -> t.Iterator[str]:
+            yield "theme: "
+            store.down = True
+            yield str(session.get("theme"))
+
+        return stream_with_context(body())
+
+    browser = app.test_client()
+    browser.get("/set/theme/dark")
+    with pytest.raises(SessionStoreError):
+        browser.get("/stream").get_data()
