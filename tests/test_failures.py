@@ -223,12 +223,17 @@ class FailingLoads(MemorySessionStore):
         return super().load(sid, ttl=ttl)
 
 
-def test_a_request_whose_read_failed_writes_nothing_even_if_the_store_is_back() -> None:
+def failing_loads_app() -> tuple[Flask, FailingLoads]:
+    """An app with :func:`add_routes` on a :class:`FailingLoads` store."""
     store = FailingLoads()
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test secret", RELAY_SESSION_STORE=store)
     RelaySession(app)
-    add_routes(app)
+    return add_routes(app), store
+
+
+def test_a_request_whose_read_failed_writes_nothing_even_if_the_store_is_back() -> None:
+    app, store = failing_loads_app()
 
     @app.get("/write-then-read")
     def write_then_read() -> str:
@@ -402,11 +407,7 @@ def test_flask_login_gives_503_not_500_when_the_store_is_down(
 
 
 def test_an_after_request_write_after_a_failed_read_saves_nothing() -> None:
-    store = FailingLoads()
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY="test secret", RELAY_SESSION_STORE=store)
-    RelaySession(app)
-    add_routes(app)
+    app, store = failing_loads_app()
 
     @app.get("/count-visits")
     def count_visits() -> str:
@@ -464,11 +465,7 @@ def test_a_read_that_fails_while_the_response_streams_raises_as_before() -> None
     saved read a failed load as empty: a streamed body that reads the
     session after that gets the error, as a view does.
     """
-    store = FailingLoads()
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY="test secret", RELAY_SESSION_STORE=store)
-    RelaySession(app)
-    add_routes(app)
+    app, store = failing_loads_app()
 
     @app.get("/stream")
     def stream() -> t.Any:
