@@ -41,7 +41,6 @@ if t.TYPE_CHECKING:
     from .stores.base import SessionStore
     from .stores.users import UserSession
 
-
 __all__ = ["SessionHandles", "SessionInfo", "UserSessions"]
 
 logger = logging.getLogger("flask_relay_session")
