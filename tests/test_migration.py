@@ -50,6 +50,7 @@ from flask_relay_session.migration.formats import cookie_sid
 from .apps.migration_app import SINCE
 from .apps.migration_app import TOKEN
 from .apps.migration_app import build
+from .apps.migration_app import relay_app
 from .helpers import client_with
 from .helpers import sid_of
 from .redis_servers import CountingRedis
@@ -78,17 +79,6 @@ def flask_session_sid() -> str:
     import secrets
 
     return secrets.token_urlsafe(32)
-
-
-def relay_app(client: t.Any, **config: t.Any) -> Flask:
-    """The relay app on ``client``, moving Flask-Session's sessions."""
-    settings: dict[str, t.Any] = {
-        "TESTING": True,
-        "RELAY_SESSION_REDIS": client,
-        "RELAY_SESSION_MIGRATE_FLASK_SESSION": True,
-    }
-    settings.update(config)
-    return build("relay", **settings)
 
 
 def set_cookies(response: t.Any) -> list[str]:

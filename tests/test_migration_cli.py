@@ -33,7 +33,7 @@ from flask_relay_session.migration import FlaskSessionMigration
 from flask_relay_session.migration import Marker
 from flask_relay_session.serialization import loads
 
-from .apps.migration_app import build
+from .apps.migration_app import relay_app
 from .helpers import client_with
 from .helpers import sid_of
 from .redis_servers import RedisServer
@@ -57,16 +57,6 @@ def summary(**counts: int) -> str:
     return "".join(
         f"{name}: {counts.get(name.replace(' ', '_'), 0)}\n" for name in names
     )
-
-
-def relay_app(client: redis.Redis, **config: t.Any) -> Flask:
-    settings: dict[str, t.Any] = {
-        "TESTING": True,
-        "RELAY_SESSION_REDIS": client,
-        "RELAY_SESSION_MIGRATE_FLASK_SESSION": True,
-    }
-    settings.update(config)
-    return build("relay", **settings)
 
 
 def run(app: Flask, *args: str) -> Result:

@@ -150,6 +150,19 @@ def build(kind: str, **config: t.Any) -> Flask:
     return _install(app, kind)
 
 
+def relay_app(client: t.Any, **config: t.Any) -> Flask:
+    """The relay app on the Redis ``client``, moving Flask-Session's
+    sessions, with ``config`` on top.
+    """
+    settings: dict[str, t.Any] = {
+        "TESTING": True,
+        "RELAY_SESSION_REDIS": client,
+        "RELAY_SESSION_MIGRATE_FLASK_SESSION": True,
+    }
+    settings.update(config)
+    return build("relay", **settings)
+
+
 def _install(app: Flask, kind: str) -> Flask:
     if kind == "flask-session":
         from flask_session import Session
