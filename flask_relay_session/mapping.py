@@ -27,7 +27,7 @@ class SessionMapping(SessionMixin):
     """``dict`` methods over the data of one request's session.
 
     A subclass sets :attr:`_changes` and loads the data in
-    :meth:`_ensure_loaded`.
+    :meth:`_reload`.
     """
 
     #: Whether the request used the session. Flask 3.1.3's proxy sets it on
@@ -49,7 +49,28 @@ class SessionMapping(SessionMixin):
     _permanent: bool
 
     def _ensure_loaded(self) -> None:
-        """Load the data, if this request has not yet."""
+        """Load the data, if this request has not yet: every read that
+        needs the stored session comes here first.
+
+        Once the view has returned, a load that fails is no error of the
+        ``after_request`` function that reads (Flask-Login's does), which
+        could not answer it: the session reads as empty and nothing of it
+        is saved, and the interface answers the error instead (see
+        :attr:`finishing_error`).
+        """
+        if self._loaded:
+            return
+        try:
+            self._reload()
+        except (SessionStoreError, SessionChainError) as error:
+            if not self.finishing:
+                raise
+            self.finishing_error = error
+            self._changes.drop()
+            self._loaded = True
+
+    def _reload(self) -> None:
+        """Load the data from the store, keeping pending changes on top."""
         raise NotImplementedError
 
     @property
@@ -93,23 +114,9 @@ class SessionMapping(SessionMixin):
         self._changes.forget()
 
     def _data(self) -> SessionData:
-        """The loaded data, for a method of the mapping.
-
-        Once the view has returned, a load that fails is no error of the
-        ``after_request`` function that reads (Flask-Login's does), which
-        could not answer it: the session reads as empty and nothing of it
-        is saved, and the interface answers the error instead (see
-        :attr:`finishing_error`).
-        """
+        """The loaded data, for a method of the mapping."""
         self.accessed = True
-        try:
-            self._ensure_loaded()
-        except (SessionStoreError, SessionChainError) as error:
-            if not self.finishing:
-                raise
-            self.finishing_error = error
-            self._changes.drop()
-            self._loaded = True
+        self._ensure_loaded()
         return self._changes.data
 
     def _drop_unreadable(self, error: StoredValueError) -> None:

@@ -111,10 +111,6 @@ class Session(SessionMapping, BindingMixin, LockMixin):
 
     # -- loading ---------------------------------------------------------
 
-    def _ensure_loaded(self) -> None:
-        if not self._loaded:
-            self._reload()
-
     def _reload(self, load: Load | None = None) -> None:
         """Load from the store (with ``load(sid, ttl)`` if given), keeping
         pending changes on top. A new session has nothing stored yet.

@@ -480,3 +480,30 @@ def test_a_read_that_fails_while_the_response_streams_raises_as_before() -> None
     browser.get("/set/theme/dark")
     with pytest.raises(SessionStoreError):
         browser.get("/stream").get_data()
+
+
+def test_any_read_of_the_stored_session_after_the_view_is_answered_not_raised() -> None:
+    """Not only the mapping's methods: ``user_id`` and ``created_at`` load
+    the session too, and an ``after_request`` function may read them.
+    """
+    app, store = failing_loads_app()
+
+    @app.get("/down")
+    def down() -> str:
+        store.down = True
+        return "ok"
+
+    @app.after_request
+    def log_user(response: t.Any) -> t.Any:
+        if request.path == "/down":
+            response.headers["X-User"] = str(session.user_id)  # type: ignore[attr-defined]
+            response.headers["X-Since"] = str(session.created_at)  # type: ignore[attr-defined]
+            store.down = False
+        return response
+
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    response = browser.get("/down")
+    assert response.status_code == 503
+    assert response.json["error"] == "session_store_unavailable"
+    assert browser.get("/read").json == {"a": "1"}
