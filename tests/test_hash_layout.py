@@ -190,6 +190,28 @@ def test_replacing_a_top_level_value_never_decodes_the_other_fields(
     assert json.loads(after[b"box"]) == {"n": 2}
 
 
+def test_a_write_of_thousands_of_keys_sets_and_deletes_them_all(
+    redis_url: str,
+) -> None:
+    # More fields than one HSET or HDEL of the script can take at once.
+    store = hash_store(redis_url)
+    data = {f"key {i}": i for i in range(4_500)}
+    create(store, data)
+    fields = raw_fields(store)
+    assert len(fields) == 4_500 + len(META)
+    assert int(fields[b" size"]) == data_size(fields)
+    assert fields[b" version"] == b"1"
+    deletes = [change([f"key {i}"], delete=True) for i in range(0, 4_500, 2)]
+    sets = [change([f"new {i}"], [i]) for i in range(1_200)]
+    assert merge(store, [*deletes, *sets]).status is MergeStatus.DONE
+    expected = {key: value for key, value in data.items() if value % 2}
+    expected.update({f"new {i}": [i] for i in range(1_200)})
+    assert load(store) == expected
+    fields = raw_fields(store)
+    assert int(fields[b" size"]) == data_size(fields)
+    assert fields[b" version"] == b"2"
+
+
 def test_a_nested_write_rewrites_only_its_own_field(redis_url: str) -> None:
     store = hash_store(redis_url)
     create(store, {"a": {"x": 1, "keep": "k/1"}, "b": {"y": "p/q"}, "l": [1]})

@@ -50,16 +50,17 @@ end
 -- none, its type: a kind, and a table of what goes with it:
 --   "none"      it does not exist: {};
 --   "redirect"  {target = <sid>, expires = <ms, or nil when it does not say>};
---   "session"   {created = <ms>, size = <bytes>, user = <user id or false>};
+--   "session"   {created = <ms>, size = <bytes>, version = <writes>,
+--                user = <user id or false>, seen = <SEEN as stored, or false>};
 --   "foreign"   anything else, which no script may change: {what = <words>}.
 -- Data fields are not read here: a script checks those it decodes. Twin:
 -- `HashLayout.redirect` and `HashLayout.read` in stores/layouts.py, which
 -- check every field.
 -- uses: read_key, is_id, CREATED, EXPIRES, SIZE, VERSION, REDIRECT, USER
--- uses: meta_number
+-- uses: SEEN, meta_number
 local function hash_state(key)
   local meta, kind = read_key(
-    "HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION, USER
+    "HMGET", key, REDIRECT, EXPIRES, CREATED, SIZE, VERSION, USER, SEEN
   )
   if meta and not (meta[1] or meta[2] or meta[3] or meta[4] or meta[5]) then
     -- A missing key reads as a hash without these fields: TYPE tells.
@@ -75,10 +76,14 @@ local function hash_state(key)
     return "redirect", {target = meta[1], expires = expires}
   end
   local created, size = meta_number(meta[3]), meta_number(meta[4])
-  if meta[1] or not (expires and created and size and meta_number(meta[5])) then
+  local version = meta_number(meta[5])
+  if meta[1] or not (expires and created and size and version) then
     return "foreign", {what = "a hash without the meta fields of a session"}
   end
-  return "session", {created = created, size = size, user = meta[6]}
+  return "session", {
+    created = created, size = size, version = version, user = meta[6],
+    seen = meta[7],
+  }
 end
 
 -- How many data fields the session hash `key` holds: its fields but the
@@ -120,4 +125,14 @@ local function hash_record_user(key, first)
     end
   end
   return previous, true
+end
+
+-- Run `command` on `key` with the items of the list `items` as its further
+-- arguments: one call, or one per thousand items (an even number, so that
+-- HSET's field and value pairs stay whole), which Lua's `unpack` can pass.
+local function hash_call(command, key, items)
+  local last = #items
+  for first = 1, last, 1000 do
+    redis.call(command, key, unpack(items, first, math.min(first + 999, last)))
+  end
 end

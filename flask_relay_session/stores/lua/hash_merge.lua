@@ -37,7 +37,7 @@
 -- the lengths of the touched fields.
 --
 -- uses: json, lock_refusal, finish, receipt, grace_over, apply_change
--- uses: encode, CREATED, EXPIRES, SIZE, VERSION, hash_state
+-- uses: encode, CREATED, EXPIRES, SIZE, VERSION, hash_state, hash_call
 -- uses: USER, SEEN, meta_number, data_field_count, hash_record_user
 
 local key = KEYS[1]
@@ -62,12 +62,12 @@ elseif state == "redirect" then
 end
 
 local now = tonumber(ARGV[2])
-local created, size = found.created, found.size
+local created, size, version = found.created, found.size, found.version
 if state == "none" then
   if ARGV[4] ~= "1" then
     return {"missing"}
   end
-  created, size = now, 0
+  created, size, version = now, 0, 0
 end
 
 local ttl
@@ -159,49 +159,55 @@ local function result(field)
   return encode(tree[field])
 end
 
-local values = {}
-for position, field in ipairs(touched) do
+-- One HSET writes the fields and the meta fields, the version bumped from
+-- what hash_state read, which also read the owner the reply gives: each
+-- command a script runs costs more than the Lua around it (see the probes
+-- of benchmarks/lua_cost.py). Once a data field is written (a name that is
+-- no meta field's: not a space and a letter, see hash_common.lua), the hash
+-- holds data: only a write that writes none counts its data fields.
+local writes = {}   -- field, value, field, value, ... for HSET
+local deleted = {}  -- the fields to delete
+local holds_data = false
+for _, field in ipairs(touched) do
   local value = result(field)
-  if value ~= nil then
-    if before[field] > 0 then
-      size = size - #field - before[field]
-    end
-    if value then
-      size = size + #field + #value
-    end
+  if value ~= nil and before[field] > 0 then
+    size = size - #field - before[field]
   end
-  values[position] = value
+  if value then
+    size = size + #field + #value
+    writes[#writes + 1] = field
+    writes[#writes + 1] = value
+    holds_data = holds_data or string.sub(field, 1, 1) ~= " "
+      or string.sub(field, 2, 2) == " " or string.sub(field, 2, 2) == "~"
+  elseif value == false then
+    deleted[#deleted + 1] = field
+  end
 end
 if size > tonumber(ARGV[5]) then
   return {"too_large", size}
 end
 
--- Once a data field is written (a name that is no meta field's: not a space
--- and a letter, see hash_common.lua), the hash holds data: only a write that
--- writes none counts its data fields.
-local holds_data = false
-for position, field in ipairs(touched) do
-  local value = values[position]
-  if value then
-    redis.call("HSET", key, field, value)
-    holds_data = holds_data or string.sub(field, 1, 1) ~= " "
-      or string.sub(field, 2, 2) == " " or string.sub(field, 2, 2) == "~"
-  elseif value == false then
-    redis.call("HDEL", key, field)
-  end
+if #deleted > 0 then
+  hash_call("HDEL", key, deleted)
 end
-redis.call("HSET", key, CREATED, created, EXPIRES, now + ttl, SIZE, size)
-redis.call("HINCRBY", key, VERSION, "1")
+local count = #writes
+writes[count + 1], writes[count + 2] = CREATED, created
+writes[count + 3], writes[count + 4] = EXPIRES, now + ttl
+writes[count + 5], writes[count + 6] = SIZE, size
+writes[count + 7], writes[count + 8] = VERSION, version + 1
+hash_call("HSET", key, writes)
+local user, seen = found.user, found.seen
 if ARGV[index] then
   hash_record_user(key, index)
+  user, seen = unpack(redis.call("HMGET", key, USER, SEEN))
 end
 if not holds_data and data_field_count(key) == 0 then
   redis.call("DEL", key)
   return finish(KEYS[2], KEYS[3], release, {"done", created, now, 1})
 end
 if ARGV[3] ~= "" then
-  redis.call("PEXPIRE", key, ttl)
+  redis.call("PEXPIRE", key, ARGV[3])
 end
-local owner = redis.call("HMGET", key, USER, SEEN)
-local user, seen = owner[1] or "", meta_number(owner[2]) or 0
-return finish(KEYS[2], KEYS[3], release, {"done", created, now + ttl, 0, user, seen})
+return finish(KEYS[2], KEYS[3], release, {
+  "done", created, now + ttl, 0, user or "", meta_number(seen) or 0
+})
