@@ -28,10 +28,12 @@ class Session(t.Protocol):
     :class:`~flask_relay_session.Session`), which signals also carry.
     """
 
-    #: Names the request in log lines.
-    log_id: str
     #: The session id.
     sid: str
+
+    @property
+    def log_id(self) -> str:
+        """Names the request in log lines."""
 
 
 def _debug(session: Session, event: str, sid: str, detail: str, *args: t.Any) -> None:

@@ -13,6 +13,7 @@ parts of one session never undo each other. Locking is in
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import typing as t
 from datetime import datetime
@@ -83,10 +84,6 @@ class Session(SessionMapping, BindingMixin, LockMixin):
         self.client_sid: str | None = None
         #: The session was loaded by following a rotation redirect.
         self.is_redirected = False
-        #: Names this session object, and so the request, in log lines: 8
-        #: random hex digits, or the request's ``X-Request-ID`` (see
-        #: :attr:`~flask_relay_session.interface.RelaySessionInterface.log_id_header`).
-        self.log_id = secrets.token_hex(4)
         now = policy.now()
         #: The session id.
         self.sid = new_session_id() if sid is None else sid
@@ -97,6 +94,14 @@ class Session(SessionMapping, BindingMixin, LockMixin):
         self._expires_at = now + policy.lifetime if expires_at is None else expires_at
 
     # -- state -----------------------------------------------------------
+
+    @functools.cached_property
+    def log_id(self) -> str:
+        """Names this session object, and so the request, in log lines: 8
+        random hex digits, drawn when a line first needs them, or the request's
+        ``X-Request-ID`` (see :attr:`.RelaySessionInterface.log_id_header`).
+        """
+        return secrets.token_hex(4)
 
     @property
     def created_at(self) -> datetime:

@@ -10,9 +10,9 @@ session data), :mod:`.redis_users` (the registries of users) and
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
+import types
 import typing as t
 
 import redis
@@ -33,21 +33,36 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@contextlib.contextmanager
-def redis_errors(script: LuaScript | None = None) -> t.Iterator[None]:
+class redis_errors:
     """Raise a failure of Redis as :class:`SessionStoreError`, saying what to
-    check: the one way the store reports one.
+    check: the one way the store reports one. A context manager around
+    every command the store sends; lower-case, as :mod:`contextlib`'s, and
+    a class, which costs a fifth of a generator-based one.
 
     :param script: the script being run, whose error messages then name the
         file and line of ``stores/lua`` they mean (see
         :meth:`LuaScript.where`).
     """
-    try:
-        yield
-    except RedisError as error:
+
+    __slots__ = ("script",)
+
+    def __init__(self, script: LuaScript | None = None) -> None:
+        self.script = script
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None:
+        if not isinstance(error, RedisError):
+            return
         message = f"{type(error).__name__}: {str(error).rstrip('.')}"
-        if script is not None:
-            message = script.where(message)
+        if self.script is not None:
+            message = self.script.where(message)
         raise SessionStoreError(
             f"the session store failed: {message}. Check that Redis is running"
             " and reachable with RELAY_SESSION_REDIS."
