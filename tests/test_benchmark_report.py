@@ -4,7 +4,8 @@ The targets are checked on made-up results, so that each one is seen to
 pass, fail, and say what it lacks; the tables, the reST and the charts are
 built from the same results, in the current format (one run per reply
 parser) and in the older one (one run). One short end-to-end run of
-``python -m benchmarks`` checks that ``--parser both`` measures each parser.
+``python -m benchmarks`` checks that ``--parser both`` measures each parser,
+and one of ``python -m benchmarks.cpu`` that it reports every cell.
 Drawing the charts and the end-to-end run take several seconds each: they
 are marked slow.
 """
@@ -348,3 +349,24 @@ def test_lua_cost_reads_where_the_instructions_went() -> None:
         "snprintf": 1_192_505,
         "luaSetGlobalArray": 1_171_167,
     }
+
+
+def test_cpu_reports_user_system_and_wall_time_per_cell(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cpu = pytest.importorskip("benchmarks.cpu", reason="needs the repository")
+    argv = ["--backends", "relay-memory,cookie", "--routes", "noop,write"]
+    assert cpu.main([*argv, "--rounds", "2", "--requests", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "µs per request at 1 KB, median of 2 rounds of 20 requests"
+    rows = [line.strip("|").split("|") for line in lines[4:]]
+    assert sorted((route.strip(), backend.strip()) for route, backend, *_ in rows) == [
+        ("noop", "cookie"),
+        ("noop", "relay-memory"),
+        ("write", "cookie"),
+        ("write", "relay-memory"),
+    ]
+    for *_, user, system, wall in rows:
+        assert float(wall.replace(",", "")) > 0
+        assert float(user.replace(",", "")) >= 0
+        assert float(system.replace(",", "")) >= 0
