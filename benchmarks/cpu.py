@@ -10,9 +10,10 @@ session. Redis's own time is not in any of the three CPU columns; the
 per-request run reports it (``python -m benchmarks``).
 
 Use it to tell whether a backend is slower for its Python, for its system
-calls or for its wait on Redis, and to compare two trees of the package:
-``PYTHONPATH=<tree> python -m benchmarks.cpu`` measures the package in
-``<tree>``. A difference smaller than the spread between rounds is noise.
+calls or for its wait on Redis, and to compare two copies of the package:
+run from outside the repository, ``cd /tmp && PYTHONPATH=<tree>:<repository>
+python -m benchmarks.cpu`` measures the package in ``<tree>``. A difference
+smaller than the spread between rounds is noise.
 """
 
 from __future__ import annotations

@@ -249,30 +249,17 @@ class RelaySessionInterface(SessionInterface):
     def _write_cookie(
         self, app: Flask, session: Session, response: Response
     ) -> str | None:
-        """Set or delete the cookie; return the id the client holds after."""
+        """Set or delete the cookie; return the id the client holds after.
+
+        Most responses do neither: the cookie's attributes are looked up
+        only for those that do.
+        """
         name = self.get_cookie_name(app)
-        domain = self.get_cookie_domain(app)
-        path = self.get_cookie_path(app)
-        secure = self.get_cookie_secure(app)
-        samesite = self.get_cookie_samesite(app)
-        httponly = self.get_cookie_httponly(app)
-        # The Partitioned attribute came with Flask 3.1 and Werkzeug 3.1.
-        extra: dict[str, t.Any] = {}
-        if hasattr(self, "get_cookie_partitioned"):
-            extra["partitioned"] = self.get_cookie_partitioned(app)
         if session.emptied or session.new:
             # Nothing is stored under this id: drop the client's cookie, if
             # it sent one.
             if session.modified and name in request.cookies:
-                response.delete_cookie(
-                    name,
-                    domain=domain,
-                    path=path,
-                    secure=secure,
-                    samesite=samesite,
-                    httponly=httponly,
-                    **extra,
-                )
+                response.delete_cookie(name, **self._cookie_attributes(app))
                 response.vary.add("Cookie")
             return None
         if not self.should_set_cookie(app, session):
@@ -286,15 +273,26 @@ class RelaySessionInterface(SessionInterface):
             name,
             value,
             expires=self.get_expiration_time(app, session),
-            httponly=httponly,
-            domain=domain,
-            path=path,
-            secure=secure,
-            samesite=samesite,
-            **extra,
+            **self._cookie_attributes(app),
         )
         response.vary.add("Cookie")
         return session.sid
+
+    def _cookie_attributes(self, app: Flask) -> dict[str, t.Any]:
+        """The attributes of the session cookie, as Flask's settings give
+        them, for setting or deleting it.
+        """
+        attributes = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        # The Partitioned attribute came with Flask 3.1 and Werkzeug 3.1.
+        if hasattr(self, "get_cookie_partitioned"):
+            attributes["partitioned"] = self.get_cookie_partitioned(app)
+        return attributes
 
 
 def _finishing(session: Session) -> t.Callable[[Response], Response]:

@@ -5,7 +5,8 @@ pass, fail, and say what it lacks; the tables, the reST and the charts are
 built from the same results, in the current format (one run per reply
 parser) and in the older one (one run). One short end-to-end run of
 ``python -m benchmarks`` checks that ``--parser both`` measures each parser,
-and one of ``python -m benchmarks.cpu`` that it reports every cell.
+and short ones of ``python -m benchmarks.cpu`` and ``python -m
+benchmarks.memory_scaling`` that they report every cell.
 Drawing the charts and the end-to-end run take several seconds each: they
 are marked slow.
 """
@@ -370,3 +371,15 @@ def test_cpu_reports_user_system_and_wall_time_per_cell(
         assert float(wall.replace(",", "")) > 0
         assert float(user.replace(",", "")) >= 0
         assert float(system.replace(",", "")) >= 0
+
+
+def test_memory_scaling_reports_each_number_of_sessions_held(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scaling = pytest.importorskip(
+        "benchmarks.memory_scaling", reason="needs the repository"
+    )
+    assert scaling.main(["--held", "10,100", "--writes", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["10", "100"]
+    assert all(float(line.split("|")[2]) > 0 for line in lines[2:])

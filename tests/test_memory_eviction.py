@@ -16,6 +16,7 @@ from flask_relay_session import RelaySession
 from flask_relay_session.serialization import dumps
 from flask_relay_session.stores.base import Change
 from flask_relay_session.stores.base import MergeStatus
+from flask_relay_session.stores.memory import _Sweep
 
 from .test_expiry import Clock
 
@@ -103,8 +104,8 @@ def test_live_sessions_do_not_shield_the_expired_ones_behind_them() -> None:
     clock.advance(HOUR + 1)
     for n in range(1000, 1500):
         create(store, n)
-    # The live ones went to the back of the round, and the round reached
-    # the expired ones behind them.
+    # The round went past the live ones and reached the expired ones
+    # behind them.
     assert len(store._sessions) == 1000
     assert all(store._entry(sid(n)) is not None for n in range(500))
 
@@ -131,3 +132,18 @@ def test_the_batch_can_be_set_per_store() -> None:
     clock.advance(HOUR + 1)
     create(store, 200)
     assert len(store._sessions) == 200 - 100 + 1
+
+
+def test_a_round_visits_each_key_held_as_it_began_once() -> None:
+    items = {f"k{n}": n for n in range(10)}
+    sweep = _Sweep(items)
+    assert sweep.next(4) == ["k0", "k1", "k2", "k3"]
+    # Keys deleted or added meanwhile change nothing in this round...
+    del items["k4"], items["k9"]
+    items["new"] = 10
+    assert sweep.next(4) == ["k4", "k5", "k6", "k7"]
+    # ...and the next round, begun where this one ends, has the dict's keys.
+    assert sweep.next(4) == ["k8", "k9", "k0", "k1"]
+    assert sweep.next(4) == ["k2", "k3", "k5", "k6"]
+    assert sweep.next(4) == ["k7", "k8", "new", "k0"]
+    assert _Sweep({}).next(4) == []

@@ -32,6 +32,30 @@ from .users import Registration
 from .users import UserSession
 
 
+class _Sweep:
+    """Visits the keys of a dict a few at a time, in rounds: each round
+    walks a copy of the keys taken as it starts, so that a visit costs the
+    same however many keys were deleted or added since. (Walking the dict
+    itself from its start would step over every key deleted there since it
+    was last resized.)
+    """
+
+    def __init__(self, items: dict[str, t.Any]) -> None:
+        self._items = items
+        self._round: t.Iterator[str] = iter(())
+
+    def next(self, count: int) -> list[str]:
+        """The next ``count`` keys of the round, starting the next round
+        when this one ends; fewer only when the dict holds fewer. A key
+        deleted since its round began may be among them.
+        """
+        keys = list(itertools.islice(self._round, count))
+        if len(keys) < count:
+            self._round = iter(list(self._items))
+            keys += itertools.islice(self._round, count - len(keys))
+        return keys
+
+
 @dataclass
 class _Entry:
     """A stored session: each top-level key's JSON, or a redirect; and the
@@ -88,10 +112,10 @@ class MemorySessionStore:
     """
 
     #: How many stored sessions, and how many locks, each write that may add
-    #: one checks for expiry. They are checked in a round, those stored
-    #: longest ago first: an expired one is dropped, a live one goes to the
-    #: back. So a write never checks more than this many of each, and an
-    #: expired session or lock is dropped within ``n / eviction_batch``
+    #: one checks for expiry. They are checked in rounds over all of them,
+    #: each round over those held when it starts, and an expired one is
+    #: dropped. So a write never checks more than this many of each, and an
+    #: expired session or lock is dropped within ``2 n / eviction_batch``
     #: writes, ``n`` the number held; a write adds at most one of each, so
     #: expired ones cannot pile up.
     eviction_batch = 4
@@ -104,6 +128,11 @@ class MemorySessionStore:
         #: the time its entry lasts until.
         self._users: dict[str, dict[str, int]] = {}
         self._mutex = threading.RLock()
+        self._sweeps = (
+            _Sweep(self._sessions),
+            _Sweep(self._locks),
+            _Sweep(self._users),
+        )
 
     def _now(self) -> int:
         return int(self.clock() * 1000)
@@ -123,20 +152,16 @@ class MemorySessionStore:
         return lock[0] if lock else None
 
     def _evict_expired(self) -> None:
-        """Check the next :attr:`eviction_batch` sessions and locks of the
-        round: drop the expired ones, send the others to the back.
-
-        Dicts keep insertion order, and a key put back goes last.
+        """Check the next :attr:`eviction_batch` sessions, locks and user
+        registries of their rounds, and drop what expired.
         """
-        for sid in list(itertools.islice(self._sessions, self.eviction_batch)):
-            if self._entry(sid) is not None:
-                self._sessions[sid] = self._sessions.pop(sid)
-        for sid in list(itertools.islice(self._locks, self.eviction_batch)):
-            if self._holder(sid) is not None:
-                self._locks[sid] = self._locks.pop(sid)
-        for user in list(itertools.islice(self._users, self.eviction_batch)):
-            if self._registry(user):
-                self._users[user] = self._users.pop(user)
+        sessions, locks, users = self._sweeps
+        for sid in sessions.next(self.eviction_batch):
+            self._entry(sid)
+        for sid in locks.next(self.eviction_batch):
+            self._holder(sid)
+        for user in users.next(self.eviction_batch):
+            self._registry(user)
 
     def _registry(self, user: str) -> dict[str, int]:
         """The registry of ``user`` without the entries past their end;
