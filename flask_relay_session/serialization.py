@@ -199,30 +199,38 @@ class _Encoder:
         return self.encode_other(value, depth)
 
     def encode_float(self, value: float) -> t.Any:
-        # Plain only when cjson, which writes numbers with "%.14g", writes
-        # the very text Python does: then it reads back equal, and a value
-        # re-encoded inside Redis keeps its length (the session's size, see
-        # stores/paths.py). Subnormals such as 5e-324 round-trip through 14
-        # digits but are written longer; they are tagged.
-        if (
-            math.isfinite(value)
-            and not value.is_integer()
-            and f"{value:.14g}" == repr(value)
-        ):
+        if _is_plain_float(value):
             return value
         return {_TAG_FLOAT: repr(value)}
 
     def encode_dict(self, value: dict[t.Any, t.Any], depth: int) -> dict[str, t.Any]:
         out = {}
         path = self.path
+        strings_plain = not self.tag_surrogates
         for key, item in value.items():
-            try:
-                stored_key = encode_key(key)
-            except SessionSerializationError:
-                self.fail(
-                    f"keys must be str, int, float, bool or None, not"
-                    f" {type(key).__name__} ({key!r:.100})"
-                )
+            if type(key) is str and key[:1] != " " and key.isascii():
+                stored_key = key  # What encode_key() would give, sooner.
+            else:
+                try:
+                    stored_key = encode_key(key)
+                except SessionSerializationError:
+                    self.fail(
+                        f"keys must be str, int, float, bool or None, not"
+                        f" {type(key).__name__} ({key!r:.100})"
+                    )
+            kind = type(item)
+            if (
+                (kind is str and strings_plain)
+                or (kind is int and -_SAFE_INT_LIMIT < item < _SAFE_INT_LIMIT)
+                or item is None
+                or kind is bool
+                or (kind is float and _is_plain_float(item))
+            ):
+                # The scalars encode() gives back as they are, tested here
+                # to save its call per item (the same test is in
+                # encode_list).
+                out[stored_key] = item
+                continue
             path.append(key)
             out[stored_key] = self.encode(item, depth)
             path.pop()
@@ -232,8 +240,19 @@ class _Encoder:
         if not value:
             return {_TAG_EMPTY_LIST: 0}
         path = self.path
+        strings_plain = not self.tag_surrogates
         out = []
         for index, item in enumerate(value):
+            kind = type(item)
+            if (
+                (kind is str and strings_plain)
+                or (kind is int and -_SAFE_INT_LIMIT < item < _SAFE_INT_LIMIT)
+                or item is None
+                or kind is bool
+                or (kind is float and _is_plain_float(item))
+            ):
+                out.append(item)  # Untagged: see encode_dict.
+                continue
             path.append(index)
             out.append(self.encode(item, depth))
             path.pop()
@@ -262,6 +281,21 @@ class _Encoder:
             " dicts, lists, tuples, strings, numbers, booleans, None, bytes,"
             " Markup, UUIDs or datetimes"
         )
+
+
+def _is_plain_float(value: float) -> bool:
+    """Whether a float is stored as it is, untagged: only when cjson, which
+    writes numbers with ``"%.14g"``, writes the very text Python does. Then
+    it reads back equal, and a value re-encoded inside Redis keeps its
+    length (the session's size, see stores/paths.py). Subnormals such as
+    5e-324 round-trip through 14 digits but are written longer; they are
+    tagged.
+    """
+    return (
+        math.isfinite(value)
+        and not value.is_integer()
+        and f"{value:.14g}" == repr(value)
+    )
 
 
 def dumps(value: t.Any, path: t.Sequence[object] = ()) -> bytes:
