@@ -5,8 +5,9 @@ pass, fail, and say what it lacks; the tables, the reST and the charts are
 built from the same results, in the current format (one run per reply
 parser) and in the older one (one run). One short end-to-end run of
 ``python -m benchmarks`` checks that ``--parser both`` measures each parser,
-and short ones of ``python -m benchmarks.cpu`` and ``python -m
-benchmarks.memory_scaling`` that they report every cell.
+and short ones of ``python -m benchmarks.cpu``, ``python -m
+benchmarks.memory_scaling`` and ``python -m benchmarks.codec`` that they
+report every cell.
 Drawing the charts and the end-to-end run take several seconds each: they
 are marked slow.
 """
@@ -383,3 +384,23 @@ def test_memory_scaling_reports_each_number_of_sessions_held(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["10", "100"]
     assert all(float(line.split("|")[2]) > 0 for line in lines[2:])
+
+
+def test_codec_times_every_codec_that_is_installed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    codec = pytest.importorskip("benchmarks.codec", reason="needs the repository")
+    assert codec.main(["--sizes", "1", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cells = {
+        name.strip(): float(value.replace(",", ""))
+        for name, value in (line.strip("|").split("|") for line in lines[4:])
+    }
+    assert {
+        "dumps (flask-relay-session)",
+        "its tag walk",
+        "loads (flask-relay-session)",
+        "json.dumps, untagged",
+        "json.loads, untagged",
+    } <= cells.keys()
+    assert all(value > 0 for value in cells.values())
