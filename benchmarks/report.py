@@ -164,9 +164,39 @@ def parser_table(results: dict[str, t.Any]) -> str:
 
 
 def throughput_table(results: dict[str, t.Any]) -> str:
+    """Requests per second, per backend, size and mix."""
+
+    def cell(row: Row) -> str:
+        errors = f" ({row['errors']} errors)" if row["errors"] else ""
+        return f"{row['requests_per_second']:,.0f}{errors}"
+
+    return _throughput_grid(results, cell) or "(throughput not measured)\n"
+
+
+def throughput_cpu_table(results: dict[str, t.Any]) -> str:
+    """The CPU per request under load: the workers' + Redis's, in µs; empty
+    when the run could not measure it.
+    """
+    rows = results.get("throughput") or []
+    if not any(row.get("worker_cpu_us") is not None for row in rows):
+        return ""
+
+    def cell(row: Row) -> str:
+        workers, server = row.get("worker_cpu_us"), row.get("redis_cpu_us")
+        if workers is None or server is None:
+            return "n/a"
+        return f"{workers:,.0f} + {server:,.0f}"
+
+    return _throughput_grid(results, cell)
+
+
+def _throughput_grid(results: dict[str, t.Any], cell: t.Callable[[Row], str]) -> str:
+    """A table of the load test with a column per size and mix, a row per
+    backend and ``cell(row)`` in each cell; empty without a load test.
+    """
     rows = results.get("throughput") or []
     if not rows:
-        return "(throughput not measured)\n"
+        return ""
     sizes = sorted({row["size"] for row in rows})
     mixes = list(dict.fromkeys(row["mix"] for row in rows))
     backends = _order({row["backend"] for row in rows}, list(LABELS))
@@ -180,11 +210,7 @@ def throughput_table(results: dict[str, t.Any]) -> str:
         cells = []
         for column in columns:
             row = index.get((backend, *column))
-            if row is None:
-                cells.append("n/a")
-            else:
-                errors = f" ({row['errors']} errors)" if row["errors"] else ""
-                cells.append(f"{row['requests_per_second']:,.0f}{errors}")
+            cells.append("n/a" if row is None else cell(row))
         out.append(f"| {LABELS[backend]} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -451,6 +477,18 @@ def markdown(results: dict[str, t.Any]) -> str:
         " /write; write-heavy = 10 % / 90 %.",
         "",
         throughput_table(results),
+    ]
+    table = throughput_cpu_table(results)
+    if table:
+        lines += [
+            "CPU per request under load, in µs: the gunicorn workers' (user and"
+            " system) + the Redis server's, from `/proc`; the load generator's"
+            " is left out. Where two backends differ in throughput, this says"
+            " whose CPU the difference is.",
+            "",
+            table,
+        ]
+    lines += [
         "## Targets",
         "",
         f"Judged on the per-request run with {_parser_label(parser)} and on the"
@@ -956,6 +994,15 @@ def rst_tables(results: dict[str, t.Any]) -> str:
         "~~~~~~~~~~",
         "",
         markdown_to_rst_tables(throughput_table(results)),
+    ]
+    table = throughput_cpu_table(results)
+    if table:
+        parts += [
+            "CPU per request under load, in µs: the workers' + Redis's.",
+            "",
+            markdown_to_rst_tables(table),
+        ]
+    parts += [
         "Targets",
         "~~~~~~~",
         "",

@@ -12,6 +12,11 @@ visit the backends in a shuffled order, and reports the median round.
 is installed; otherwise a Python thread pool with keep-alive connections
 takes its place (it measures less: the client then competes for the CPU).
 Every run is bounded in time, and only talks to 127.0.0.1.
+
+On Linux, each cell also reports the CPU the gunicorn workers and the Redis
+server spent per request (``/proc/<pid>/stat``), which puts a gap between
+two backends where it is: in the web processes or in Redis. The load
+generator's own CPU is left out.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ class LoadResult:
     errors: int
     latency_ms_avg: float
     tool: str
+    #: CPU (user and system) of the gunicorn workers per request, in µs;
+    #: ``None`` where ``/proc`` cannot tell.
+    worker_cpu_us: float | None = None
+    #: CPU of the Redis server per request, in µs, or ``None``.
+    redis_cpu_us: float | None = None
 
     def as_dict(self) -> dict[str, t.Any]:
         return asdict(self)
@@ -139,11 +149,58 @@ class Gunicorn:
         self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def worker_pids(self) -> list[int]:
+        """The process ids of the gunicorn workers (children of the master)."""
+        if self.process is None:
+            return []
+        return children(self.process.pid)
+
     def __enter__(self) -> Gunicorn:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pids: t.Iterable[int]) -> float | None:
+    """The user and system CPU the processes ``pids`` have spent, in
+    seconds, from ``/proc/<pid>/stat``; ``None`` where that cannot be read
+    (not Linux, or a process gone).
+    """
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                # The fields after the command name, which may hold spaces:
+                # utime and stime are the 14th and 15th of the whole line.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The ids of the processes whose parent is ``pid`` (Linux), else ``[]``."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found.append(int(entry))
+    return found
 
 
 def seed_sessions(url: str, size: int, count: int) -> list[str]:
@@ -322,7 +379,7 @@ def run_throughput(
         log("NOTE: wrk not found (apt-get install -y wrk): using Python threads")
     rng = random.Random(2)
     step = max(1.0, duration / rounds)
-    samples: dict[tuple[str, int, str], list[tuple[float, int, int, float]]] = {}
+    samples: dict[tuple[str, int, str], list[_Round]] = {}
     with contextlib.ExitStack() as stack:
         apps = {}
         for backend in backends:
@@ -349,8 +406,10 @@ def run_throughput(
                     rng.shuffle(order)
                     for backend in order:
                         samples.setdefault((backend, size, mix), []).append(
-                            generate(
-                                apps[backend].url,
+                            _measured_round(
+                                apps[backend],
+                                server,
+                                generate,
                                 cookies[backend],
                                 read_share,
                                 step,
@@ -359,11 +418,11 @@ def run_throughput(
                         )
                 for backend in cookies:
                     runs = samples[(backend, size, mix)]
-                    rps = statistics.median(run[0] for run in runs)
+                    rps = statistics.median(run.rps for run in runs)
                     log(
                         f"  {backend:<24} {size // 1024:>4} KB {mix:<12}"
                         f" {rps:8.0f} req/s (rounds: "
-                        + ", ".join(f"{run[0]:.0f}" for run in runs)
+                        + ", ".join(f"{run.rps:.0f}" for run in runs)
                         + ")"
                     )
             with server.admin() as admin:
@@ -375,11 +434,56 @@ def run_throughput(
                 backend,
                 size,
                 mix,
-                round(statistics.median(run[0] for run in runs), 1),
-                sum(run[1] for run in runs),
-                sum(run[2] for run in runs),
-                round(statistics.median(run[3] for run in runs), 2),
+                round(statistics.median(run.rps for run in runs), 1),
+                sum(run.requests for run in runs),
+                sum(run.errors for run in runs),
+                round(statistics.median(run.latency_ms for run in runs), 2),
                 tool,
+                worker_cpu_us=_median_of(run.worker_cpu_us for run in runs),
+                redis_cpu_us=_median_of(run.redis_cpu_us for run in runs),
             )
         )
     return results
+
+
+@dataclass
+class _Round:
+    """One run of the load generator against one backend."""
+
+    rps: float
+    requests: int
+    errors: int
+    latency_ms: float
+    worker_cpu_us: float | None
+    redis_cpu_us: float | None
+
+
+def _measured_round(
+    app: Gunicorn,
+    server: BenchRedis,
+    generate: t.Callable[..., tuple[float, int, int, float]],
+    *args: t.Any,
+) -> _Round:
+    """Run ``generate(app.url, *args)``, with the CPU the workers of ``app``
+    and the Redis server spent meanwhile, per request.
+    """
+    workers = app.worker_pids()
+    redis_pids = [] if server.process is None else [server.process.pid]
+    before = cpu_seconds(workers), cpu_seconds(redis_pids)
+    rps, requests, errors, latency_ms = generate(app.url, *args)
+    after = cpu_seconds(workers), cpu_seconds(redis_pids)
+    per_request = [
+        None
+        if start is None or end is None or not requests or not pids
+        else round((end - start) / requests * 1e6, 1)
+        for start, end, pids in zip(before, after, (workers, redis_pids), strict=True)
+    ]
+    return _Round(rps, requests, errors, latency_ms, *per_request)
+
+
+def _median_of(values: t.Iterable[float | None]) -> float | None:
+    """The median of ``values``, or ``None`` if any is missing."""
+    known = list(values)
+    if not known or any(value is None for value in known):
+        return None
+    return round(statistics.median(t.cast("list[float]", known)), 1)

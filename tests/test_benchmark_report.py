@@ -221,6 +221,54 @@ def test_markdown_and_rst_report_both_parsers() -> None:
     assert "Targets\n~~~~~~~" in rst
 
 
+def test_the_cpu_per_request_under_load_is_reported_where_measured() -> None:
+    results = make_results()
+    assert "CPU per request under load" not in report.markdown(results)
+    assert "CPU per request under load" not in report.rst_tables(results)
+    for row in results["throughput"]:
+        if row["backend"] == "relay-hash":
+            row.update(worker_cpu_us=612.4, redis_cpu_us=91.6)
+        elif row["backend"] == "flask-session":
+            row.update(worker_cpu_us=1443.0, redis_cpu_us=51.0)
+    text = report.markdown(results)
+    assert "CPU per request under load" in text
+    assert "| RelaySession (hash) | 612 + 92 | 612 + 92 | 612 + 92 | 612 + 92 |" in text
+    assert "| Flask-Session (defaults) | 1,443 + 51 |" in text
+    # The cookie session's rows did not measure it.
+    assert "| Flask cookie session | n/a | n/a | n/a | n/a |" in text
+    assert "the workers' + Redis's" in report.rst_tables(results)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_the_load_test_reads_the_cpu_of_processes_from_proc() -> None:
+    throughput = pytest.importorskip(
+        "benchmarks.throughput", reason="needs the repository"
+    )
+    import subprocess
+    import sys
+    import time
+
+    burn = (
+        "import time\n"
+        "end = time.process_time() + 0.3\n"
+        "while time.process_time() < end: pass\n"
+        "input()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    try:
+        assert child.pid in throughput.children(os.getpid())
+        spent = 0.0
+        for _ in range(200):
+            spent = throughput.cpu_seconds([child.pid]) or 0.0
+            if spent >= 0.25:
+                break
+            time.sleep(0.05)
+        assert 0.25 <= spent < 5
+    finally:
+        child.communicate(b"\n", timeout=10)
+    assert throughput.cpu_seconds([child.pid]) is None  # reaped: gone
+
+
 def test_results_of_one_parser_and_of_older_runs() -> None:
     results = make_results(parsers=("python",))
     assert "## Reply parser" not in report.markdown(results)
