@@ -313,20 +313,26 @@ def test_a_one_field_write_costs_far_less_server_time_than_the_json_layout(
 # --------------------------------------------------------------------------
 
 
-def test_the_size_field_follows_every_write(redis_url: str) -> None:
+def test_the_meta_fields_follow_every_write(redis_url: str) -> None:
+    # A write sets only the meta fields that change: the size when it
+    # changes, never the creation time; the version and expiry every time.
     store = hash_store(redis_url)
     create(store, {"start": 1})
+    created = raw_fields(store)[b" created"]
     rng = random.Random(6)
     keys = ["a", "b", "ünï", " sp", "d"]
-    for _ in range(80):
+    for version in range(2, 82):
         path = [rng.choice(keys) for _ in range(rng.randint(1, 3))]
         if rng.random() < 0.3:
             item = change(path, delete=True)
         else:
             item = change(path, rng.choice([1, "wörd" * rng.randint(0, 9), [1, 2], {}]))
-        merge(store, [item, change(["start"], 1)])
+        result = merge(store, [item, change(["start"], 1)])
         fields = raw_fields(store)
         assert int(fields[b" size"]) == data_size(fields)
+        assert fields[b" created"] == created
+        assert int(fields[b" version"]) == version
+        assert int(fields[b" expires"]) == result.expires_at
 
 
 def test_a_write_that_would_pass_the_max_size_fails_and_writes_nothing(

@@ -162,9 +162,11 @@ end
 -- One HSET writes the fields and the meta fields, the version bumped from
 -- what hash_state read, which also read the owner the reply gives: each
 -- command a script runs costs more than the Lua around it (see the probes
--- of benchmarks/lua_cost.py). Once a data field is written (a name that is
--- no meta field's: not a space and a letter, see hash_common.lua), the hash
--- holds data: only a write that writes none counts its data fields.
+-- of benchmarks/lua_cost.py). Of the meta fields, it writes only those that
+-- change: each field HSET sets is looked up in the hash and may move the
+-- rest of it. Once a data field is written (a name that is no meta field's:
+-- not a space and a letter, see hash_common.lua), the hash holds data: only
+-- a write that writes none counts its data fields.
 local writes = {}   -- field, value, field, value, ... for HSET
 local deleted = {}  -- the fields to delete
 local holds_data = false
@@ -191,10 +193,16 @@ if #deleted > 0 then
   hash_call("HDEL", key, deleted)
 end
 local count = #writes
-writes[count + 1], writes[count + 2] = CREATED, created
-writes[count + 3], writes[count + 4] = EXPIRES, now + ttl
-writes[count + 5], writes[count + 6] = SIZE, size
-writes[count + 7], writes[count + 8] = VERSION, version + 1
+if state == "none" then
+  writes[count + 1], writes[count + 2] = CREATED, created
+  count = count + 2
+end
+if size ~= found.size then
+  writes[count + 1], writes[count + 2] = SIZE, size
+  count = count + 2
+end
+writes[count + 1], writes[count + 2] = EXPIRES, now + ttl
+writes[count + 3], writes[count + 4] = VERSION, version + 1
 hash_call("HSET", key, writes)
 local user, seen = found.user, found.seen
 if ARGV[index] then
