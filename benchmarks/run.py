@@ -167,6 +167,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         print(message, flush=True)
 
     started = time.monotonic()
+    started_at = datetime.datetime.now(datetime.timezone.utc)
     with BenchRedis() as server:
         log(f"Redis {server.version} on {server.url} (started by the benchmark)")
         from redis.utils import HIREDIS_AVAILABLE
@@ -232,9 +233,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
 
     results: dict[str, t.Any] = {
         "meta": {
-            "started": datetime.datetime.now(datetime.timezone.utc).strftime(
-                "%Y-%m-%d %H:%M UTC"
-            ),
+            "started": started_at.strftime("%Y-%m-%d %H:%M UTC"),
             "mode": mode,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs,"
             f" {platform.system()} {platform.release()}",
