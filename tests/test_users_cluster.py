@@ -129,18 +129,37 @@ def test_the_user_api_on_a_cluster(
 ) -> None:
     app = make_app(cluster_client, layout)
     store = store_of(app)
-    browsers = [app.test_client() for _ in range(6)]
-    for browser in browsers:
-        assert browser.post("/login/ada").status_code == 200
     registry = store.user_key("ada")
     assert registry == "sess:user:{ada}"
     assert cluster_client.keyslot(registry) == cluster_client.keyslot("{ada}")
-    sids = [sid_of(browser) for browser in browsers]
-    slots = {cluster_client.keyslot(store.session_key(sid)) for sid in sids}
+
+    def node_of(browser: FlaskClient) -> str:
+        key = store.session_key(sid_of(browser))
+        return str(cluster_client.get_node_from_key(key).name)
+
+    def apart(browser: FlaskClient, others: list[FlaskClient]) -> bool:
+        # In another slot than the registry, and the last one on another
+        # node than the others if they all share one.
+        slot = cluster_client.keyslot(store.session_key(sid_of(browser)))
+        if slot == cluster_client.keyslot(registry):
+            return False
+        nodes = {node_of(other) for other in others}
+        return len(others) < 5 or len(nodes | {node_of(browser)}) >= 2
+
+    # Session ids are random: a session that lands where the test needs no
+    # session moves to a new id, which logs nobody out.
+    browsers: list[FlaskClient] = []
+    for _ in range(6):
+        browser = app.test_client()
+        assert browser.post("/login/ada").status_code == 200
+        for _ in range(100):
+            if apart(browser, browsers):
+                break
+            assert browser.post("/rotate?grace=0").status_code == 200
+        browsers.append(browser)
+    slots = {cluster_client.keyslot(store.session_key(sid_of(b))) for b in browsers}
     assert cluster_client.keyslot(registry) not in slots
-    nodes = {
-        cluster_client.get_node_from_key(store.session_key(sid)).name for sid in sids
-    }
+    nodes = {node_of(browser) for browser in browsers}
     assert len(nodes) >= 2, "the sessions all landed on one node"
     # Rotations move sessions between slots, and nodes.
     old_cookies = []
