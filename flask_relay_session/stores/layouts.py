@@ -13,8 +13,10 @@ The session key ``<prefix>{<sid>}`` holds one of two layouts
     "createdAt": ..., "expiresAt": ...}}``. A rotated-away id holds
     ``{"data": null, "meta": {"redirectTo": <new sid>, "expiresAt": <end of
     the grace period>}}``. A merge decodes and re-encodes the whole document
-    inside Redis, which blocks the server for about 35 to 40 µs per KB (see
-    docs/performance.rst), and writes it as Python's :mod:`json` would.
+    inside Redis, which blocks the server for about 20 to 40 µs per KB (see
+    docs/performance.rst), and writes it as Python's :mod:`json` would. A
+    load splits the document without decoding its values when ``msgspec``
+    is installed (:data:`split_document`), and decodes it whole otherwise.
 
 ``"hash"`` (:class:`HashLayout`)
     A hash with a field per top-level key of the data, holding that value's
@@ -73,6 +75,11 @@ from .paths import dumps
 from .scripts import LuaScript
 from .scripts import ScriptCall
 from .scripts import sha1
+
+try:
+    import msgspec as _msgspec
+except ImportError:  # pragma: no cover - the test extra installs it
+    _msgspec = None  # type: ignore[assignment]
 
 #: A session as read from Redis: a JSON document, or a hash's fields and
 #: values (a dict from ``HGETALL``, or one flat list from a script).
@@ -212,6 +219,58 @@ def _is_meta_number(value: object) -> bool:
     if type(value) is float:
         return value.is_integer() and abs(value) < 10**14
     return type(value) is int and abs(value) < 10**14
+
+
+def _is_key_name(name: str) -> bool:
+    """Whether ``name`` can be the stored name of a top-level key: a name
+    that starts with a space is one only as
+    :func:`~flask_relay_session.serialization.encode_key` writes it (meta
+    fields and tags are not).
+
+    :raises ValueError: it starts with the prefix of a key that holds a
+        lone surrogate, and what follows does not decode.
+    """
+    return name[:1] != " " or encode_key(decode_key(name)) == name
+
+
+def _document_splitter() -> (
+    t.Callable[[bytes], tuple[dict[str, bytes], bytes] | None] | None
+):
+    """Return what splits a JSON session document into the JSON of each
+    top-level value and the JSON of its meta data, without decoding a
+    value: ``msgspec`` walks the document in C, keeping each value's bytes
+    (:class:`msgspec.Raw`). ``None`` without ``msgspec``, an optional
+    dependency.
+
+    The splitter answers ``None`` for any document it cannot split, well
+    formed or not (``msgspec`` refuses some JSON that Python reads, such as
+    lone surrogate escapes, which the package never writes): the caller
+    then decodes the document whole, which tells what is wrong with it.
+    """
+    if _msgspec is None:  # pragma: no cover - the test extra installs it
+        return None
+
+    class SplitDocument(_msgspec.Struct):
+        data: dict[str, _msgspec.Raw]
+        meta: _msgspec.Raw
+
+    decode = _msgspec.json.Decoder(SplitDocument).decode
+    failures = (_msgspec.DecodeError, _msgspec.ValidationError, RecursionError)
+
+    def split(raw: bytes) -> tuple[dict[str, bytes], bytes] | None:
+        try:
+            document = decode(raw)
+        except failures:
+            return None
+        data = {name: bytes(value) for name, value in document.data.items()}
+        return data, bytes(document.meta)
+
+    return split
+
+
+#: Splits a JSON session document (see :func:`_document_splitter`), or
+#: ``None`` without ``msgspec``.
+split_document = _document_splitter()
 
 
 class Layout:
@@ -391,6 +450,16 @@ class JsonLayout(Layout):
     def read(self, snapshot: Snapshot) -> tuple[dict[str, t.Any], int, Owner]:
         # Twin: session_document in lua/merge.lua, which checks the same
         # framing but decodes no tags.
+        lazily = self._read_lazily(as_bytes(snapshot))
+        if lazily is not None:
+            return lazily
+        return self._read_whole(snapshot)
+
+    @staticmethod
+    def _read_whole(snapshot: Snapshot) -> tuple[dict[str, t.Any], int, Owner]:
+        """:meth:`read` a document by decoding all of it, every value
+        checked.
+        """
         try:
             document = loads(snapshot)
         except json.JSONDecodeError:
@@ -407,6 +476,30 @@ class JsonLayout(Layout):
         if not isinstance(meta, dict) or not _is_meta_number(meta.get("createdAt")):
             raise NotASession("a document without an integer meta.createdAt")
         return data, int(meta["createdAt"]), Owner.from_meta(meta)
+
+    @staticmethod
+    def _read_lazily(raw: bytes) -> tuple[dict[str, t.Any], int, Owner] | None:
+        """:meth:`read` a document without decoding its data: each value is
+        decoded when the request first reads its key, as with the hash
+        layout (:class:`~flask_relay_session.serialization.LazyValue`), and a
+        value that does not decode is found by the read that decodes it.
+        ``None`` when the document is not plainly a session, or without
+        ``msgspec``: :meth:`read` then decodes it whole, and says what is
+        wrong with it.
+        """
+        split = None if split_document is None else split_document(raw)
+        if split is None:
+            return None
+        fields, meta_json = split
+        try:
+            if not all(_is_key_name(name) for name in fields):
+                return None
+            meta = loads(meta_json)
+        except DECODE_ERRORS:
+            return None
+        if not isinstance(meta, dict) or not _is_meta_number(meta.get("createdAt")):
+            return None
+        return loads_fields(fields), int(meta["createdAt"]), Owner.from_meta(meta)
 
     def meta_command(self, key: str) -> Command:
         return Command(("GETRANGE", key, -META_WINDOW, -1))
@@ -438,7 +531,9 @@ class JsonLayout(Layout):
         ttl: int,
         max_size: int,
     ) -> Copy:
-        _, created_at, owner = self.read(snapshot)
+        # A copy is rare (a rotation): check every value, so that no foreign
+        # value moves to the new id.
+        _, created_at, owner = self._read_whole(snapshot)
         # The stored form, whose tags stay tags.
         data = json.loads(snapshot)["data"]
         for change in changes:
@@ -571,7 +666,7 @@ class HashLayout(Layout):
             for name in data:
                 # A name that starts with a space is an escaped key, unless
                 # it is a meta field (of a redirect, or unknown).
-                if name[:1] == " " and encode_key(decode_key(name)) != name:
+                if not _is_key_name(name):
                     raise NotASession(
                         "a hash with a field that is neither data nor meta"
                     )
