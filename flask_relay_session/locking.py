@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import typing as t
+import weakref
 
 from . import events
 from .errors import SessionChainBrokenError
@@ -42,9 +43,18 @@ class SessionLock:
 
     def __init__(self, policy: SessionPolicy, session: Session) -> None:
         self._policy = policy
-        self._session = session
+        # Held weakly: the session holds its lock, and a lock that held the
+        # session back would make a reference cycle, which only the garbage
+        # collector frees; every request's session would wait for it.
+        self._session_ref = weakref.ref(session)
         #: The id the lock was taken on, and the token that owns it.
         self._held: tuple[str, str] | None = None
+
+    @property
+    def _session(self) -> Session:
+        session = self._session_ref()
+        assert session is not None, "a session's lock outlived the session"
+        return session
 
     @property
     def held(self) -> bool:
