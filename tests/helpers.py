@@ -2,6 +2,7 @@
 
 - :func:`sid_of` and :func:`client_with`: the session id a test client
   holds, and a new client holding a given cookie.
+- :func:`current`: the request's session, typed as the package's class.
 - For tests that drive a store directly (the ``store`` fixture in
   ``conftest.py`` gives one of each kind): :data:`Store`, :func:`now_ms`,
   :func:`end_grace_now`.
@@ -15,10 +16,12 @@ import typing as t
 from collections.abc import Mapping
 
 from flask import Flask
+from flask import session
 from flask.testing import FlaskClient
 
 from flask_relay_session import MemorySessionStore
 from flask_relay_session import RedisSessionStore
+from flask_relay_session import Session
 from flask_relay_session.serialization import loads_fields
 from flask_relay_session.stores import Change
 from flask_relay_session.stores import MergeResult
@@ -30,6 +33,11 @@ def sid_of(client: FlaskClient) -> str:
     cookie = client.get_cookie("session")
     assert cookie is not None
     return cookie.value.split(".")[0]
+
+
+def current() -> Session:
+    """The request's session, as the package's own class (in a view)."""
+    return t.cast(Session, session._get_current_object())  # type: ignore[attr-defined]
 
 
 def client_with(app: Flask, cookie: str) -> FlaskClient:

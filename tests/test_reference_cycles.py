@@ -24,7 +24,6 @@ from __future__ import annotations
 import gc
 import logging
 import types
-import typing as t
 from collections.abc import Callable
 
 import pytest
@@ -32,8 +31,7 @@ from flask import Flask
 from flask import session
 from flask.testing import FlaskClient
 
-from flask_relay_session import Session
-
+from .helpers import current
 from .helpers import sid_of
 
 PACKAGE = "flask_relay_session"
@@ -86,11 +84,6 @@ def _reaches(start: object, target: object, garbage: dict[int, object]) -> bool:
                 seen.add(id(referent))
                 todo.append(referent)
     return False
-
-
-def current() -> Session:
-    """The request's session, as the package's own class."""
-    return t.cast(Session, session._get_current_object())  # type: ignore[attr-defined]
 
 
 def add_views(app: Flask) -> None:

@@ -42,15 +42,12 @@ from flask_relay_session.stores.users import escape_user_id
 from flask_relay_session.users import SessionInfo
 
 from .helpers import CustomStore
+from .helpers import current
 from .helpers import now_ms
 from .helpers import sid_of
 from .test_expiry import Clock
 
 MakeApp = Callable[..., Flask]
-
-
-def current() -> Session:
-    return t.cast(Session, session._get_current_object())  # type: ignore[attr-defined]
 
 
 def relay_of(app: Flask) -> RelaySession:

@@ -32,16 +32,12 @@ from flask.testing import FlaskClient
 
 from flask_relay_session import RedisSessionStore
 from flask_relay_session import RelaySession
-from flask_relay_session import Session
 from flask_relay_session.stores.base import MAX_REDIRECT_DEPTH
 
+from .helpers import current
 from .helpers import sid_of
 from .redis_servers import RedisServer
 from .redis_topologies import LocalCluster
-
-
-def current() -> Session:
-    return t.cast(Session, session._get_current_object())  # type: ignore[attr-defined]
 
 
 def make_app(client: t.Any, layout: str, **config: t.Any) -> Flask:

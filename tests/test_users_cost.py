@@ -22,15 +22,10 @@ from flask import Flask
 from flask import jsonify
 from flask import session
 
-from flask_relay_session import Session
-
+from .helpers import current
 from .redis_servers import CountingRedis
 from .test_cost_budget import load_batch
 from .test_cost_budget import make_app as make_budget_app
-
-
-def current() -> Session:
-    return t.cast(Session, session._get_current_object())  # type: ignore[attr-defined]
 
 
 def make_app(client: CountingRedis, layout: str, **config: t.Any) -> Flask:
