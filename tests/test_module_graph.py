@@ -2,8 +2,10 @@
 
 Each module of :mod:`flask_relay_session` has one responsibility, and the
 imports between them go one way: a cycle would mean two modules that
-cannot be read, or changed, one without the other. Imports under
-``if t.TYPE_CHECKING:`` are for annotations only and do not count. A
+cannot be read, or changed, one without the other. The graph has the
+imports a module runs when it is imported: those under ``if
+t.TYPE_CHECKING:`` are for annotations only, and those inside a function
+run when it is called (the CLI imports the migration package so). A
 package (its ``__init__``) is a module of the graph like the others, for
 what it imports; that Python runs a package's ``__init__`` before any of
 its modules is no edge, or every package that re-exports its modules would
@@ -19,7 +21,7 @@ import flask_relay_session
 
 PACKAGE = pathlib.Path(flask_relay_session.__file__).parent
 
-#: Module name -> the package's modules it imports when it is run.
+#: Module name -> the package's modules it imports when it is imported.
 Graph = dict[str, set[str]]
 
 
@@ -35,7 +37,9 @@ def module_names() -> dict[str, pathlib.Path]:
 
 
 def run_time_imports(name: str, path: pathlib.Path, known: set[str]) -> set[str]:
-    """The modules of ``known`` that module ``name`` imports at run time."""
+    """The modules of ``known`` that module ``name`` imports when it is
+    imported (the statements of its body, outside ``TYPE_CHECKING``).
+    """
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
 
